@@ -1,0 +1,13 @@
+export { extractSegment, type SegmentRequest } from './extract-segment.js';
+export type { BatchExtractor, ForwardBatch } from './extractor.js';
+export { logSoftmaxRows } from './log-softmax.js';
+export { accuracyByClass, argmaxRows, errorRate } from './metrics.js';
+export { assertNoOverlap } from './overlap.js';
+export { DEFAULT_VALIDATION_SIZE, planProtocol, type ProtocolPlan } from './plan.js';
+export { resolvePreprocessing, type ResolvedPreprocessing } from './preprocessing-setup.js';
+export { StageTimer, silentProgress, type ProgressSink } from './progress.js';
+export { runLocalEvaluation, type LocalEvaluationOptions } from './protocol.js';
+export { REPORT_SCHEMA_VERSION, reportSchema, type EvaluationReport, type ReportSegment } from './report.js';
+export { TfjsThreadPool, type TfjsThreadPoolOptions } from './tfjs-thread-pool.js';
+export { scoreQueries, stackQueries, tuneAndTest, type QuerySet } from './tune-and-test.js';
+export { engineVersions } from './versions.js';

@@ -1,0 +1,14 @@
+export { BACKEND_PREFERENCES, getActiveBackend, initBackend } from './backend.js';
+export type { BackendInfo, BackendPreference } from './backend.js';
+export { FeatureExtractor } from './extractor.js';
+export type { ExtractionResult, LogitsSource } from './extractor.js';
+export { canonicalJson, computeFileSha256, computeModelFingerprint } from './fingerprint.js';
+export { hasHdf5Signature, loadKerasH5Model, readKerasH5 } from './keras-h5.js';
+export type { KerasH5Contents, KerasWeight } from './keras-h5.js';
+export { parseKeyLayerList, resolveKeyLayers } from './key-layers.js';
+export type { KeyLayer } from './key-layers.js';
+export { loadLayersModelFile, readModelArtifacts, saveLayersModel, SAVED_WEIGHTS_FILE } from './layers-model.js';
+export { loadModel } from './load-model.js';
+export type { LoadedModel, ModelFormat } from './load-model.js';
+export { assertSupportedLayers, findUnsupportedLayers, SUPPORTED_LAYER_CLASSES } from './supported-layers.js';
+export type { UnsupportedLayerClass } from './supported-layers.js';
