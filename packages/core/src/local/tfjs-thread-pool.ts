@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads';
 import { CachefleetError, type ErrorCode } from '../errors.js';
 import type { BatchExtractor, ForwardBatch } from './extractor.js';
 import type { TfjsWorkerData, TfjsWorkerReply } from './tfjs-worker.js';
-import { workerModule } from './worker-url.js';
+import { startWorker } from './worker-url.js';
 
 interface Pending {
   resolve: (batch: ForwardBatch) => void;
@@ -58,8 +58,7 @@ export class TfjsThreadPool implements BatchExtractor {
       backend: options.backend ?? 'auto',
       batchSize: options.batchSize ?? 128,
     };
-    const module = workerModule('tfjs-worker', import.meta.url);
-    const workers = Array.from({ length: count }, () => new Worker(module.url, { ...module.options, workerData: data }));
+    const workers = Array.from({ length: count }, () => startWorker('tfjs-worker', import.meta.url, { workerData: data }));
 
     let ready: Array<Extract<TfjsWorkerReply, { type: 'ready' }>>;
     try {
