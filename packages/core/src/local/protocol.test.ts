@@ -73,6 +73,13 @@ describe('local evaluation on a CIFAR-10 slice', () => {
     expect(other.manifest.preprocessing.hash).not.toBe(first.manifest.preprocessing.hash);
   });
 
+  it('cuts each split into shards', async () => {
+    const sharded = await runLocalEvaluation({ ...base, shardRecords: 50 });
+
+    expect(sharded.manifest.cacheComposition.segments.map((segment) => segment.shards)).toEqual([3, 3, 3]);
+    expect(sharded.manifest.cacheComposition.test.keys).toBe(4 * LIMIT);
+  });
+
   it('skips tuning with fixed parameters', async () => {
     const fixed = await runLocalEvaluation({ ...base, theta: 50, lambda: 0.5, thetaCacheOnly: 50 });
 

@@ -37,6 +37,11 @@ export interface LocalEvaluationOptions {
    * models were trained with statistics over all 60,000 CIFAR-10 images.
    */
   statisticsSplits?: Array<'train' | 'test'>;
+  /**
+   * Records per key shard (default: one shard per split). The fleet cuts caches into shards;
+   * the same value here reproduces its results bit for bit.
+   */
+  shardRecords?: number;
   /** Folder of the key stores, reused across runs. */
   storeDir: string;
   /** Lets evaluation items also be cache items. */
@@ -121,19 +126,19 @@ export async function runLocalEvaluation(options: LocalEvaluationOptions): Promi
   let segments: { train: LoadedSegment; validation: LoadedSegment; test: LoadedSegment };
   try {
     segments = {
-      train: await timer.time('extract train', () => loadOrExtractSegment(context, 'train', train, plan.train, true)),
-      validation: await timer.time('extract validation', () => loadOrExtractSegment(context, 'validation', train, plan.validation, true)),
-      test: await timer.time('extract test', () => loadOrExtractSegment(context, 'test', test, plan.test, false)),
+      train: await timer.time('extract train', () => loadOrExtractSegment(context, 'train', train, plan.train, true, options.shardRecords)),
+      validation: await timer.time('extract validation', () => loadOrExtractSegment(context, 'validation', train, plan.validation, true, options.shardRecords)),
+      test: await timer.time('extract test', () => loadOrExtractSegment(context, 'test', test, plan.test, false, options.shardRecords)),
     };
   } finally {
     await extractor?.close();
   }
 
-  const validationCache = [segments.train.shard];
-  const testCache = [segments.train.shard, segments.validation.shard];
+  const validationCache = segments.train.shards;
+  const testCache = [...segments.train.shards, ...segments.validation.shards];
   if (options.allowOverlap !== true) {
-    assertNoOverlap([segments.validation.shard], validationCache, 'Validation');
-    assertNoOverlap([segments.test.shard], testCache, 'Test');
+    assertNoOverlap(segments.validation.shards, validationCache, 'Validation');
+    assertNoOverlap(segments.test.shards, testCache, 'Test');
   }
 
   const engine = await createScoringEngine({ threads: options.threads });

@@ -26,6 +26,7 @@ const segmentSchema = z.object({
   split: z.string(),
   recordRange: z.object({ start: z.number().int(), end: z.number().int() }),
   includesMirrors: z.boolean(),
+  shards: z.number().int(),
   keys: z.number().int(),
   zeroKeys: z.number().int(),
   reused: z.boolean(),

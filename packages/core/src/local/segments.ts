@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 
-import type { DatasetSplit, RecordRange } from '../datasets/index.js';
+import { splitRange, type DatasetSplit, type RecordRange } from '../datasets/index.js';
 import type { PreprocessingSpec } from '../preprocessing/index.js';
-import type { KeyStoreIdentity, KeyStoreManifest } from '../store/key-store-manifest.js';
+import type { KeyStoreIdentity, KeyStoreManifest, ShardRef } from '../store/key-store-manifest.js';
 import type { LocalKeyStore } from '../store/local-key-store.js';
 import type { KeyShard } from '../store/shard-io.js';
 import { extractSegment } from './extract-segment.js';
@@ -32,12 +32,13 @@ export interface SegmentContext {
 
 export interface LoadedSegment {
   role: string;
-  shard: KeyShard;
+  /** Shards in record order. */
+  shards: KeyShard[];
   manifest: KeyStoreManifest;
   reused: boolean;
 }
 
-export function segmentIdentity(context: SegmentContext, split: DatasetSplit, range: RecordRange, includeMirrors: boolean): KeyStoreIdentity {
+export function segmentIdentity(context: SegmentContext, split: DatasetSplit, range: RecordRange, includeMirrors: boolean, shardRecords: number): KeyStoreIdentity {
   return {
     modelFingerprint: context.model.fingerprint,
     keyLayers: context.model.keyLayers.map((layer) => layer.name),
@@ -45,6 +46,7 @@ export function segmentIdentity(context: SegmentContext, split: DatasetSplit, ra
     dataset: { name: split.dataset, split: split.split, labelMode: split.labelMode, fingerprint: split.fingerprint },
     recordRange: { start: range.start, end: range.end },
     includesMirrors: includeMirrors,
+    shardRecords,
   };
 }
 
@@ -58,18 +60,19 @@ export async function loadOrExtractSegment(
   split: DatasetSplit,
   range: RecordRange,
   includeMirrors: boolean,
+  shardRecords = range.end - range.start,
 ): Promise<LoadedSegment> {
-  const identity = segmentIdentity(context, split, range, includeMirrors);
+  const identity = segmentIdentity(context, split, range, includeMirrors, shardRecords);
   const stage = `extract ${role}`;
   const existing = await context.store.find(identity);
 
   if (existing !== undefined) {
     context.logger.info({ role, storeId: existing.id, keys: existing.count }, 'reusing stored keys');
     context.progress.start(stage, existing.count, 'keys (stored)');
-    const [shard] = await context.store.load(existing);
+    const shards = await context.store.load(existing);
     context.progress.update(stage, existing.count);
     context.progress.finish(stage);
-    return { role, shard, manifest: existing, reused: true };
+    return { role, shards, manifest: existing, reused: true };
   }
 
   const extractor = await context.extractor();
@@ -77,22 +80,30 @@ export async function loadOrExtractSegment(
   context.progress.start(stage, images, 'images');
   const started = performance.now();
 
-  const shard = await extractSegment({
-    split,
-    range,
-    includeMirrors,
-    preprocessing: context.preprocessing,
-    preprocessingHash: context.preprocessingHash,
-    modelFingerprint: context.model.fingerprint,
-    keyLayerNames: identity.keyLayers,
-    extractor,
-    onProgress: (done) => context.progress.update(stage, done),
-  });
+  const shards: KeyShard[] = [];
+  const refs: ShardRef[] = [];
+  for (const shardRange of splitRange(range, { shardSize: shardRecords })) {
+    const done = shards.reduce((sum, shard) => sum + (shard.header.recordRange.end - shard.header.recordRange.start), 0) * (includeMirrors ? 2 : 1);
+    const shard = await extractSegment({
+      split,
+      range: shardRange,
+      includeMirrors,
+      preprocessing: context.preprocessing,
+      preprocessingHash: context.preprocessingHash,
+      modelFingerprint: context.model.fingerprint,
+      keyLayerNames: identity.keyLayers,
+      extractor,
+      onProgress: (shardDone) => context.progress.update(stage, done + shardDone),
+    });
+    refs.push(await context.store.writeShard(identity, shard));
+    shards.push(shard);
+  }
   const durationMs = performance.now() - started;
   context.progress.finish(stage);
-  context.logger.info({ role, images, durationMs: Math.round(durationMs), imagesPerSecond: Math.round((images / durationMs) * 1000), zeroKeys: shard.header.zeroKeyRecords.length }, 'extracted keys');
+  const zeroKeys = shards.reduce((sum, shard) => sum + shard.header.zeroKeyRecords.length, 0);
+  context.logger.info({ role, images, shards: shards.length, durationMs: Math.round(durationMs), imagesPerSecond: Math.round((images / durationMs) * 1000), zeroKeys }, 'extracted keys');
 
-  const manifest = await context.store.write(
+  const manifest = await context.store.commit(
     {
       identity,
       model: { fingerprint: context.model.fingerprint, fileSha256: context.model.fileSha256, format: context.model.format, source: context.model.source },
@@ -100,10 +111,10 @@ export async function loadOrExtractSegment(
       preprocessing: context.preprocessing,
       dim: context.model.dim,
       numClasses: context.model.numClasses,
-      zeroKeyCount: shard.header.zeroKeyRecords.length,
+      zeroKeyCount: zeroKeys,
       extraction: { backend: extractor.description, engine: extractor.description, durationMs },
     },
-    shard,
+    refs,
   );
-  return { role, shard, manifest, reused: false };
+  return { role, shards, manifest, reused: false };
 }

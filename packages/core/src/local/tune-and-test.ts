@@ -1,4 +1,5 @@
-import { evaluateGrid, pickBest, predictClasses, scoreAgainstCache, type GridEvaluation, type ScoringEngine } from '../cache/index.js';
+import { evaluateGrid, pickBest, predictClasses, type GridEvaluation, type ScoringEngine } from '../cache/index.js';
+import { foldPartials, scoreShardPartials } from '../cache/shard-partials.js';
 import type { DatasetSplit } from '../datasets/index.js';
 import type { Logger } from '../log.js';
 import type { KeyShard } from '../store/shard-io.js';
@@ -34,7 +35,10 @@ export function stackQueries(segments: KeyShard[]): QuerySet {
   return stacked;
 }
 
-/** Scores queries against cache shards, merging key blocks in shard order. */
+/**
+ * Scores queries against cache shards: one partial per shard, folded in shard order, exactly as
+ * the fleet's aggregate step folds them.
+ */
 export async function scoreQueries(
   engine: ScoringEngine,
   queries: QuerySet,
@@ -46,17 +50,13 @@ export async function scoreQueries(
   const { dim, numClasses } = cache[0].header;
   const totalKeys = cache.reduce((sum, shard) => sum + shard.header.count, 0);
   progress.start(stage, totalKeys, `keys × ${queries.count} queries`);
-  const partials = await scoreAgainstCache(engine, {
-    queries: queries.keys,
-    numQueries: queries.count,
-    dim,
-    numClasses,
-    thetas,
-    keyBlocks: cache.map((shard) => ({ keys: shard.keys, labels: shard.labels, count: shard.header.count })),
-    onProgress: ({ keysScored }) => progress.update(stage, keysScored),
-  });
+  const partials = await scoreShardPartials(
+    engine,
+    cache.map((shard) => ({ keys: shard.keys, labels: shard.labels, count: shard.header.count })),
+    { queries: queries.keys, numQueries: queries.count, dim, numClasses, thetas, onProgress: ({ keysScored }) => progress.update(stage, keysScored) },
+  );
   progress.finish(stage);
-  return partials;
+  return foldPartials(partials);
 }
 
 export interface TuneAndTestInput {
@@ -96,7 +96,7 @@ export async function tuneAndTest(input: TuneAndTestInput): Promise<EvaluationRe
   let validation = { baseline: null as number | null, cache: null as number | null, cacheOnly: null as number | null };
 
   if (needsCacheTuning || needsCacheOnlyTuning) {
-    const queries = stackQueries([segments.validation.shard]);
+    const queries = stackQueries(segments.validation.shards);
     const partials = await timer.time('score validation', () => scoreQueries(engine, queries, input.validationCache, thetas, 'score validation', progress));
     const result = evaluateGrid({ modelLogProbs: queries.logProbs, partials, labels: queries.labels, thetas, lambdas });
     const best = pickBest(result);
@@ -121,7 +121,7 @@ export async function tuneAndTest(input: TuneAndTestInput): Promise<EvaluationRe
 
   const chosen = { theta: theta!, lambda: lambda!, thetaCacheOnly: thetaCacheOnly! };
   const testThetas = chosen.theta === chosen.thetaCacheOnly ? [chosen.theta] : [chosen.theta, chosen.thetaCacheOnly];
-  const testQueries = stackQueries([segments.test.shard]);
+  const testQueries = stackQueries(segments.test.shards);
   const testPartials = await timer.time('score test', () => scoreQueries(engine, testQueries, input.testCache, testThetas, 'score test', progress));
 
   const perTheta = testQueries.count * numClasses;
@@ -163,12 +163,13 @@ export async function tuneAndTest(input: TuneAndTestInput): Promise<EvaluationRe
         segments: segmentList.map((segment) => ({
           role: segment.role,
           storeId: segment.manifest.id,
-          dataset: segment.shard.header.dataset.name,
-          split: segment.shard.header.dataset.split,
-          recordRange: segment.shard.header.recordRange,
-          includesMirrors: segment.shard.header.includesMirrors,
-          keys: segment.shard.header.count,
-          zeroKeys: segment.shard.header.zeroKeyRecords.length,
+          dataset: segment.manifest.identity.dataset.name,
+          split: segment.manifest.identity.dataset.split,
+          recordRange: segment.manifest.identity.recordRange,
+          includesMirrors: segment.manifest.identity.includesMirrors,
+          shards: segment.shards.length,
+          keys: segment.manifest.count,
+          zeroKeys: segment.manifest.zeroKeyCount,
           reused: segment.reused,
         })),
       },

@@ -9,6 +9,7 @@ const identity: KeyStoreIdentity = {
   dataset: { name: 'cifar10', split: 'train', labelMode: 'fine', fingerprint: 'c'.repeat(64) },
   recordRange: { start: 0, end: 45_000 },
   includesMirrors: true,
+  shardRecords: 45_000,
 };
 
 function manifestFor(storeIdentity: KeyStoreIdentity): KeyStoreManifest {
@@ -33,6 +34,7 @@ function manifestFor(storeIdentity: KeyStoreIdentity): KeyStoreManifest {
 describe('key store manifests', () => {
   it('derives one id regardless of key order', () => {
     const reordered: KeyStoreIdentity = {
+      shardRecords: 45_000,
       includesMirrors: true,
       recordRange: { end: 45_000, start: 0 },
       dataset: { fingerprint: 'c'.repeat(64), labelMode: 'fine', split: 'train', name: 'cifar10' },

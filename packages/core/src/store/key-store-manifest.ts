@@ -38,6 +38,8 @@ export const keyStoreIdentitySchema = z.object({
   }),
   recordRange: z.object({ start: z.number().int().nonnegative(), end: z.number().int().nonnegative() }),
   includesMirrors: z.boolean(),
+  /** Records per shard; the last shard may hold fewer. */
+  shardRecords: z.number().int().positive(),
 });
 
 export const keyStoreManifestSchema = z.object({

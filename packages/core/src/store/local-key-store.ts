@@ -9,11 +9,16 @@ import {
   KEY_STORE_FORMAT_VERSION,
   type KeyStoreIdentity,
   type KeyStoreManifest,
+  type ShardRef,
 } from './key-store-manifest.js';
 import { readShardFile, writeShardFile, type KeyShard } from './shard-io.js';
 
 const MANIFEST_FILE = 'manifest.json';
-const SHARD_FILE = 'keys.cfshard';
+
+/** File name of the shard of records [start, end), derived from the range alone. */
+export function shardFileName(range: { start: number; end: number }): string {
+  return `keys-${range.start}-${range.end}.cfshard`;
+}
 
 export type NewKeyStore = Omit<KeyStoreManifest, 'kind' | 'formatVersion' | 'id' | 'createdAt' | 'shards' | 'count'>;
 
@@ -42,11 +47,18 @@ export class LocalKeyStore {
     return readManifest(text, manifestPath, identity);
   }
 
-  /** Writes the shard, then the manifest: the store becomes visible only when both are whole. */
-  async write(store: NewKeyStore, shard: KeyShard): Promise<KeyStoreManifest> {
-    const folder = this.folderFor(store.identity);
+  /** Writes one shard of a store; the store stays invisible until `commit` writes its manifest. */
+  async writeShard(identity: KeyStoreIdentity, shard: KeyShard): Promise<ShardRef> {
+    const folder = this.folderFor(identity);
     await mkdir(folder, { recursive: true });
-    const digest = await writeShardFile(path.join(folder, SHARD_FILE), shard);
+    const file = shardFileName(shard.header.recordRange);
+    const digest = await writeShardFile(path.join(folder, file), shard);
+    return { path: file, sha256: digest.sha256, bytes: digest.bytes, count: shard.header.count, recordRange: shard.header.recordRange };
+  }
+
+  /** Writes the manifest of shards already written: the store becomes visible only now. */
+  async commit(store: NewKeyStore, shards: ShardRef[]): Promise<KeyStoreManifest> {
+    const folder = this.folderFor(store.identity);
 
     const manifest: KeyStoreManifest = {
       kind: 'cachefleet-key-store',
@@ -54,8 +66,8 @@ export class LocalKeyStore {
       id: keyStoreId(store.identity),
       createdAt: new Date().toISOString(),
       ...store,
-      count: shard.header.count,
-      shards: [{ path: SHARD_FILE, sha256: digest.sha256, bytes: digest.bytes, count: shard.header.count, recordRange: shard.header.recordRange }],
+      count: shards.reduce((sum, shard) => sum + shard.count, 0),
+      shards,
     };
 
     const manifestPath = path.join(folder, MANIFEST_FILE);
