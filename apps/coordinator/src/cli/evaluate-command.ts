@@ -59,7 +59,7 @@ export function evaluateCommand(): Command {
     .option('--lambdas <grid>', 'λ grid as START:STOP:COUNT or a list (default 0.1:0.9:33)', parseGrid)
     .option('--limit <n>', 'use only the first N records of each split (train, validation, test), for a quick run', parsePositiveInteger)
     .option('--validation-size <n>', 'number of last training records used as validation queries (default 5000)', parsePositiveInteger)
-    .option('--shard-records <n>', 'records per key shard (default: one shard per split); the fleet's value reproduces its results exactly', parsePositiveInteger)
+    .option('--shard-records <n>', 'records per key shard (default: one shard per split); use the fleet shard size to reproduce its results exactly', parsePositiveInteger)
     .option('--stats-from <splits>', 'splits whose images give the standardisation statistics', 'train,test')
     .option('--store <dir>', 'folder of the key stores, reused across runs (env CACHEFLEET_STORE)', defaultStoreDir())
     .option('--threads <n>', 'model threads and scoring threads (default: one per core)', parsePositiveInteger)
