@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   KEY_STORE_CORRUPT: { retryable: false, summary: 'A key store or shard file is truncated or malformed.' },
   CACHE_OVERLAP: { retryable: false, summary: 'An evaluation item is also in the cache.' },
   BACKEND_UNAVAILABLE: { retryable: false, summary: 'No TensorFlow.js backend or scoring engine could start.' },
+  OBJECT_NOT_FOUND: { retryable: false, summary: 'An object or file named by a request or manifest does not exist.' },
   STORAGE_UNAVAILABLE: { retryable: true, summary: 'Object storage or the file system failed transiently.' },
 } as const;
 

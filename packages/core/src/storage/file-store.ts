@@ -5,7 +5,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 import { CachefleetError } from '../errors.js';
-import { validateKeyPrefix, validateObjectKey } from './object-key.js';
+import { compareEntryKeys, validateKeyPrefix, validateObjectKey } from './object-key.js';
 import { DEFAULT_GET_BYTES_MAX, type GetBytesOptions, type ObjectBody, type ObjectEntry, type ObjectStore, type PutOptions, type PutResult } from './object-store.js';
 import { assertChunkIsBytes, checkContentLength, ObjectNotFoundError, tooLargeForGetBytes, validateContentLength } from './storage-errors.js';
 
@@ -111,13 +111,13 @@ export class FileObjectStore implements ObjectStore {
   async list(prefix: string): Promise<ObjectEntry[]> {
     validateKeyPrefix(prefix, this.url);
 
-    // Only the folder that holds the prefix's last segment needs walking.
+    // Only the folder that contains the prefix's last segment needs walking.
     const slash = prefix.lastIndexOf('/');
     const folderKey = slash === -1 ? '' : prefix.slice(0, slash);
     const entries: ObjectEntry[] = [];
     await this.walk(folderKey, prefix, entries);
 
-    return entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return entries.sort(compareEntryKeys);
   }
 
   async delete(key: string): Promise<void> {
@@ -245,6 +245,9 @@ export class FileObjectStore implements ObjectStore {
     const target = path.join(this.root, ...segments);
     const parent = path.dirname(target);
 
+    // The deepest existing folder is checked before mkdir, which would follow a symbolic link
+    // and create folders outside the root. The second check covers links made in between.
+    this.assertInsideRoot(key, await this.realpathOfDeepestExisting(parent));
     try {
       await mkdir(parent, { recursive: true });
     } catch (error) {
@@ -253,6 +256,15 @@ export class FileObjectStore implements ObjectStore {
     this.assertInsideRoot(key, await realpath(parent));
 
     return target;
+  }
+
+  private async realpathOfDeepestExisting(folder: string): Promise<string> {
+    for (let current = folder; ; current = path.dirname(current)) {
+      const resolved = await realpathIfExists(current);
+      if (resolved !== undefined || current === this.root) {
+        return resolved ?? this.root;
+      }
+    }
   }
 
   /**

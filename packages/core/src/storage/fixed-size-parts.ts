@@ -1,10 +1,10 @@
 /**
  * Regroups a stream of chunks of any size into parts of exactly `partSize` bytes, except the
- * last, which holds the rest (1 to `partSize` bytes). An empty stream yields no part.
+ * last, which contains the rest (1 to `partSize` bytes). An empty stream yields no part.
  *
- * Each part is a fresh Buffer that the consumer owns, so at most one part is being filled while
- * the consumer holds the parts it has taken. `onChunk` sees every input chunk in order, before it
- * is copied, which lets a caller hash the stream without a second pass.
+ * Each part is a fresh Buffer that the consumer owns, and only one part at a time is being
+ * filled. `onChunk` receives every input chunk in order, before it is copied, so a caller can
+ * hash the stream without a second pass.
  */
 export async function* readFixedSizeParts(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,

@@ -44,6 +44,14 @@ export function validateKeyPrefix(prefix: string, root: string): string {
   return prefix;
 }
 
+/** Orders list entries by key, in UTF-16 code unit order like a plain string comparison. */
+export function compareEntryKeys(a: { key: string }, b: { key: string }): number {
+  if (a.key < b.key) {
+    return -1;
+  }
+  return a.key > b.key ? 1 : 0;
+}
+
 function findKeyProblem(key: string): string | undefined {
   if (typeof key !== 'string' || key.length === 0) {
     return 'the key is empty';

@@ -13,8 +13,8 @@ export interface RetryPolicy {
   maxDelayMs: number;
 }
 
-// 60 s rides out a 30-second outage with room for the connection and request timeouts of the
-// attempt that was in flight when it began.
+// 60 s rides out a 30-second outage even when the attempt in flight at its start first waits
+// out the S3 client's 30-second socket idle timeout.
 export const DEFAULT_RETRY_POLICY: RetryPolicy = { budgetMs: 60_000, initialDelayMs: 200, maxDelayMs: 4_000 };
 
 // Node socket and DNS error codes that mean "the service did not answer this time".

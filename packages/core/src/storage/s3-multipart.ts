@@ -17,8 +17,8 @@ export const MAX_PARTS = 10_000;
 export const MIN_PART_SIZE = 5 * 1024 * 1024;
 export const MAX_PART_SIZE = 5 * 1024 * 1024 * 1024;
 
-// AbortMultipartUpload runs after a failure, often while the service is down: it gets a short
-// budget of its own, so that cleanup does not double the time before the caller hears of it.
+// AbortMultipartUpload runs after a failure, often while the service is down. It gets a short
+// budget of its own, so cleanup does not double the time before the caller learns of the failure.
 const ABORT_BUDGET_MS = 10_000;
 
 export interface MultipartUploadRequest {
@@ -36,10 +36,11 @@ export interface MultipartUploadRequest {
  * Uploads `parts` as one multipart upload and returns the number of bytes sent.
  *
  * At most `concurrency` parts are in flight and the next part is pulled only when a slot is
- * free, so memory stays near (concurrency + 1) × part size however long the stream is. On any
- * failure, of the source or of a request, the upload waits for the parts in flight and then
- * sends AbortMultipartUpload so the service frees the stored parts; if that fails too, the abort
- * failure is logged and the original error is raised.
+ * free, so memory stays near (concurrency + 1) × part size however long the stream is.
+ *
+ * When the source or a request fails, the upload waits for the parts in flight and then sends
+ * AbortMultipartUpload, so the service frees the stored parts. A failed abort is logged, and the
+ * original error is raised either way.
  */
 export async function uploadMultipart(request: MultipartUploadRequest): Promise<number> {
   const { requests, key, logger } = request;
@@ -89,7 +90,9 @@ async function uploadParts(request: MultipartUploadRequest, uploadId: string): P
       const body = next.value;
       bytes += body.byteLength;
       const upload = requests
-        .send('UploadPart', key, () => client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.byteLength })))
+        .send('UploadPart', key, () => client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.byteLength })), {
+          logFields: { uploadId, partNumber },
+        })
         .then((output) => {
           if (output.ETag === undefined) {
             throw new CachefleetError('STORAGE_UNAVAILABLE', `S3 UploadPart ${partNumber} of ${JSON.stringify(key)} in bucket ${bucket} returned no ETag. Retry the write.`, { key, bucket, partNumber });

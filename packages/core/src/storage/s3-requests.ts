@@ -12,6 +12,8 @@ export interface S3RequestOptions {
    * conditional write). They are rethrown unchanged instead of wrapped.
    */
   passThrough?: (error: unknown) => boolean;
+  /** Extra fields for retry logs, such as `{ partNumber: 3 }`. */
+  logFields?: Record<string, unknown>;
 }
 
 /**
@@ -38,7 +40,10 @@ export class S3Requests {
     try {
       return await retryTransient(request, policy, {
         onRetry: ({ error, attempt, elapsedMs, delayMs }) => {
-          this.logger.warn({ operation, bucket: this.bucket, key, endpoint: this.endpoint, attempt, elapsedMs, delayMs, err: summarizeError(error) }, 'S3 request failed, retrying');
+          this.logger.warn(
+            { operation, bucket: this.bucket, key, ...options.logFields, endpoint: this.endpoint, attempt, elapsedMs, delayMs, err: summarizeError(error) },
+            'S3 request failed, retrying',
+          );
         },
         onExhausted: ({ error, attempts, elapsedMs }) => this.unavailable(operation, key, error, attempts, elapsedMs, policy),
       });
@@ -81,10 +86,13 @@ export class S3Requests {
   }
 }
 
-/** Tells whether an SDK error has HTTP status `status`, or one of the error names given. */
-export function isS3Error(error: unknown, status: number, names: string[] = []): boolean {
+/**
+ * Tells whether an SDK error has HTTP status `status` or one of the error names given. Pass
+ * `undefined` as status to match by name only, for example to tell NoSuchKey from NoSuchBucket.
+ */
+export function isS3Error(error: unknown, status: number | undefined, names: string[] = []): boolean {
   const name = typeof error === 'object' && error !== null ? (error as { name?: unknown }).name : undefined;
-  return httpStatusOf(error) === status || (typeof name === 'string' && names.includes(name));
+  return (status !== undefined && httpStatusOf(error) === status) || (typeof name === 'string' && names.includes(name));
 }
 
 /** HTTP status of an SDK error that came from a service response, or undefined for network and local errors. */

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
   DeleteObjectCommand,
@@ -11,18 +12,19 @@ import {
 
 import { CachefleetError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
-import { MAX_KEY_BYTES, validateKeyPrefix, validateObjectKey } from './object-key.js';
+import { compareEntryKeys, MAX_KEY_BYTES, validateKeyPrefix, validateObjectKey } from './object-key.js';
 import { DEFAULT_GET_BYTES_MAX, type GetBytesOptions, type ObjectBody, type ObjectEntry, type ObjectStore, type PutOptions, type PutResult } from './object-store.js';
-import { DEFAULT_RETRY_POLICY, isTransientError, summarizeError, type RetryPolicy } from './retry.js';
-import { createS3Client, describeEndpoint, type S3ConnectionOptions } from './s3-client.js';
+import { backoffDelayMs, DEFAULT_RETRY_POLICY, isTransientError, summarizeError, type RetryPolicy } from './retry.js';
+import { createS3Client } from './s3-client.js';
+import { describeEndpoint, type S3ConnectionOptions } from './s3-connection.js';
 import { choosePartSize, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, uploadMultipart } from './s3-multipart.js';
 import { isS3Error, S3Requests } from './s3-requests.js';
 import { readFixedSizeParts } from './fixed-size-parts.js';
 import { validateBucketName } from './storage-url.js';
 import { assertChunkIsBytes, checkContentLength, ObjectNotFoundError, tooLargeForGetBytes, validateContentLength } from './storage-errors.js';
 
-// 8 MiB parts: above S3's 5 MiB minimum, and 10,000 of them hold 78 GiB, past the largest key
-// store expected; with a known contentLength the part size grows to fit instead.
+// 8 MiB parts are above S3's 5 MiB minimum, and 10,000 of them store 78 GiB, far more than a
+// 100,000 × 12,288 float32 key store (4.9 GB). With a known contentLength the part size grows.
 export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
 export const DEFAULT_PART_CONCURRENCY = 4;
 
@@ -45,9 +47,9 @@ export interface S3StoreOptions {
 
 /**
  * Object store on S3 or an S3-compatible service. Bodies up to `partSize` bytes go in one
- * PutObject; longer streams go in a multipart upload whose parts are sent while the stream is
- * still being read, and which is aborted on failure. Reads stream, and resume with a range
- * request after a dropped connection.
+ * PutObject. Longer streams go in a multipart upload that sends parts while the stream is still
+ * being read, and that is aborted on failure. Reads stream, and after a dropped connection they
+ * resume with a range request.
  */
 export class S3ObjectStore implements ObjectStore {
   private readonly requests: S3Requests;
@@ -105,13 +107,18 @@ export class S3ObjectStore implements ObjectStore {
       );
     } else {
       const checkLengthAtEnd = () => checkContentLength(key, this.url, bytes, options.contentLength);
-      await uploadMultipart({
-        requests: this.requests,
-        key: fullKey,
-        parts: prependParts([first.value as Buffer, second.value], parts, checkLengthAtEnd),
-        concurrency: this.partConcurrency,
-        logger: this.logger,
-      });
+      try {
+        await uploadMultipart({
+          requests: this.requests,
+          key: fullKey,
+          parts: prependParts([first.value as Buffer, second.value], parts, checkLengthAtEnd),
+          concurrency: this.partConcurrency,
+          logger: this.logger,
+        });
+      } finally {
+        // Closes the caller's stream when the upload failed before reading it to the end.
+        await parts.return(undefined);
+      }
     }
 
     return { sha256: hash.digest('hex'), bytes };
@@ -139,8 +146,8 @@ export class S3ObjectStore implements ObjectStore {
       }
     }
 
-    // After a retry, the object that blocks this write may be this call's own earlier attempt,
-    // whose response was lost; identical bytes are taken as proof.
+    // After a retry, the object that blocks this write may come from this call's own earlier
+    // attempt whose response was lost. Identical bytes are taken as proof of that.
     if (retried) {
       const existing = await this.getBytes(key, { maxBytes: body.byteLength }).catch(() => undefined);
       return existing !== undefined && Buffer.from(existing).equals(body);
@@ -205,7 +212,7 @@ export class S3ObjectStore implements ObjectStore {
       continuationToken = page.IsTruncated === true ? page.NextContinuationToken : undefined;
     } while (continuationToken !== undefined);
 
-    return entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return entries.sort(compareEntryKeys);
   }
 
   async delete(key: string): Promise<void> {
@@ -235,14 +242,17 @@ export class S3ObjectStore implements ObjectStore {
     let response = await this.getObject(key, fullKey);
     const etag = response.ETag;
     const totalBytes = response.ContentLength;
+    const policy = this.requests.policy;
     let offset = 0;
     let lastProgressAt = Date.now();
+    let failuresWithoutProgress = 0;
 
     for (;;) {
       try {
-        for await (const chunk of response.Body as AsyncIterable<Uint8Array>) {
+        for await (const chunk of (response.Body ?? []) as AsyncIterable<Uint8Array>) {
           offset += chunk.byteLength;
           lastProgressAt = Date.now();
+          failuresWithoutProgress = 0;
           yield chunk;
         }
         if (totalBytes === undefined || offset >= totalBytes) {
@@ -250,22 +260,25 @@ export class S3ObjectStore implements ObjectStore {
         }
         throw Object.assign(new Error(`response body ended after ${offset} of ${totalBytes} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
       } catch (error) {
-        const stalledMs = Date.now() - lastProgressAt;
         if (!isTransientError(error)) {
           throw error;
         }
-        if (stalledMs > this.requests.policy.budgetMs) {
-          throw this.requests.unavailable('GetObject', fullKey, error, 1, stalledMs, this.requests.policy);
+        failuresWithoutProgress += 1;
+        const stalledMs = Date.now() - lastProgressAt;
+        const delayMs = failuresWithoutProgress > 1 ? backoffDelayMs(failuresWithoutProgress - 1, policy) : 0;
+        if (stalledMs + delayMs > policy.budgetMs) {
+          throw this.requests.unavailable('GetObject', fullKey, error, failuresWithoutProgress, stalledMs, policy);
         }
 
-        this.logger.warn({ key: fullKey, offset, totalBytes, err: summarizeError(error) }, 'S3 object read interrupted, resuming');
+        this.logger.warn({ key: fullKey, offset, totalBytes, delayMs, err: summarizeError(error) }, 'S3 object read interrupted, resuming');
+        await sleep(delayMs);
         response = await this.getObject(key, fullKey, { offset, etag });
       }
     }
   }
 
   private async getObject(key: string, fullKey: string, resume?: { offset: number; etag: string | undefined }): Promise<GetObjectCommandOutput> {
-    const isMissing = (error: unknown) => isS3Error(error, -1, ['NoSuchKey']);
+    const isMissing = (error: unknown) => isS3Error(error, undefined, ['NoSuchKey']);
     const isChanged = (error: unknown) => isS3Error(error, 412, ['PreconditionFailed']);
     let response: GetObjectCommandOutput;
 
@@ -295,7 +308,7 @@ export class S3ObjectStore implements ObjectStore {
 
     // s3rver ignores If-Match, so the ETag is compared here as well.
     if (resume !== undefined && response.ETag !== resume.etag) {
-      await response.Body?.transformToByteArray().catch(() => undefined);
+      (response.Body as { destroy?: () => void } | undefined)?.destroy?.();
       throw this.changedWhileReading(key, fullKey);
     }
     return response;

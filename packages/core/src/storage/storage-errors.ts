@@ -1,15 +1,10 @@
 import { CachefleetError } from '../errors.js';
 
-/**
- * Raised when a read names a key with no object. It carries the code INVALID_ARGUMENT (not
- * retryable) and `details.notFound: true`, so callers can tell a missing object from other bad
- * input with `instanceof` or `isObjectNotFound`.
- */
-// NOTE: errors.ts has no OBJECT_NOT_FOUND code yet, so a missing object reuses INVALID_ARGUMENT.
+/** Raised when a read names a key with no object (code OBJECT_NOT_FOUND, not retryable). */
 export class ObjectNotFoundError extends CachefleetError {
   constructor(key: string, store: string) {
     super(
-      'INVALID_ARGUMENT',
+      'OBJECT_NOT_FOUND',
       `Object ${JSON.stringify(key)} was not found in store ${store}. Check the key, or write the object before reading it.`,
       { key, store, notFound: true },
     );
