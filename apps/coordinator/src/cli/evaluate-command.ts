@@ -31,6 +31,7 @@ interface EvaluateFlags {
   statsFrom: string;
   store: string;
   threads?: number;
+  engine: 'auto' | 'onnx' | 'tfjs';
   backend: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
   allowOverlap: boolean;
   report?: string;
@@ -63,6 +64,7 @@ export function evaluateCommand(): Command {
     .option('--stats-from <splits>', 'splits whose images give the standardisation statistics', 'train,test')
     .option('--store <dir>', 'folder of the key stores, reused across runs (env CACHEFLEET_STORE)', defaultStoreDir())
     .option('--threads <n>', 'model threads and scoring threads (default: one per core)', parsePositiveInteger)
+    .addOption(new Option('--engine <name>', 'forward-pass engine: onnxruntime when the model converts (auto), or force one').choices(['auto', 'onnx', 'tfjs']).default('auto'))
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
     .option('--allow-overlap', 'allow evaluation items that are also cache items', false)
     .option('--report <file>', 'write the JSON report to this file')
@@ -97,6 +99,7 @@ export function evaluateCommand(): Command {
           storeDir: flags.store,
           allowOverlap: flags.allowOverlap,
           threads: flags.threads,
+          engine: flags.engine,
           backend: flags.backend,
           progress: bars,
           logger,

@@ -64,6 +64,33 @@ describe('exportToOnnx on the synthetic model', () => {
     expect(compareRows(actual.features, expected.features, IMAGE_COUNT).maxRelative).toBeLessThanOrEqual(TOLERANCE);
   });
 
+  it('sequential model matches tfjs', async () => {
+    const model = tfl.sequential({
+      layers: [
+        tfl.layers.conv2d({ inputShape: [6, 6, 2], filters: 3, kernelSize: 3, strides: 2, padding: 'same' }),
+        tfl.layers.batchNormalization(),
+        tfl.layers.activation({ activation: 'relu' }),
+        tfl.layers.flatten(),
+        tfl.layers.dense({ units: 4, activation: 'softmax' }),
+      ],
+    });
+    setDeterministicWeights(model);
+    const loaded = describeLoaded(model, [6, 6, 2], 4);
+    const keyLayers = resolveKeyLayers(model, [2]);
+    const inputs = makeInputs(IMAGE_COUNT, [6, 6, 2]);
+    const tfjs = new FeatureExtractor(loaded, keyLayers);
+    const onnx = await OnnxFeatureExtractor.create(loaded, keyLayers, { intraOpNumThreads: 1 });
+
+    const expected = tfjs.run(inputs, IMAGE_COUNT, IMAGE_COUNT);
+    const actual = await onnx.run(inputs, IMAGE_COUNT, IMAGE_COUNT);
+    await onnx.dispose();
+    tfjs.dispose();
+    model.dispose();
+
+    expect(compareRows(actual.logits, expected.logits, IMAGE_COUNT).maxRelative).toBeLessThanOrEqual(TOLERANCE);
+    expect(compareRows(actual.features, expected.features, IMAGE_COUNT).maxRelative).toBeLessThanOrEqual(TOLERANCE);
+  });
+
   it('folds only safe batch norms', () => {
     const synthetic = buildSyntheticModel('dense-softmax');
 

@@ -4,10 +4,11 @@ import { CachefleetError } from '../errors.js';
 import type { KeyLayer } from '../models/key-layers.js';
 import { intAttribute, OPSET_VERSION, type GraphValue } from './onnx-graph.js';
 import { inboundLayers, kerasShapeOf, LayerConverter, type GraphTensor } from './onnx-layers.js';
+import { TFJS_FALLBACK } from './onnx-weights.js';
 
 type Layer = layers.Layer;
 
-/** Keras layer classes that `exportToOnnx` converts; any other class makes it throw. */
+/** Keras layer classes that `exportToOnnx` converts. Any other class makes it throw. */
 export const ONNX_EXPORT_LAYER_CLASSES: readonly string[] = [
   'InputLayer',
   'Conv2D',
@@ -28,10 +29,10 @@ export const ONNX_VALUE_NAMES = {
 } as const;
 
 /**
- * Where the exported logits come from, named as in the tfjs FeatureExtractor:
- * - `dense-kernel`: the last layer is Dense with softmax; logits are its value before the softmax;
- * - `softmax-input`: the last layer is a softmax Activation; logits are its input;
- * - `output`: the last layer is a linear Dense; logits are its output and the graph adds the softmax.
+ * Source of the exported logits, named as in the tfjs FeatureExtractor:
+ * - `dense-kernel`: the last layer is Dense with softmax, and logits are its value before the softmax.
+ * - `softmax-input`: the last layer is a softmax Activation, and logits are its input.
+ * - `output`: the last layer is a linear Dense, so logits are its output and the graph adds the softmax.
  */
 export type OnnxLogitsSource = 'dense-kernel' | 'softmax-input' | 'output';
 
@@ -47,9 +48,10 @@ export interface OnnxExportOptions {
 
 /**
  * ONNX form of a Keras classifier. The graph takes `input` [batch, height, width, channels]
- * (NHWC, like the Keras model) and returns `probabilities` and `logits` [batch, numClasses] and
- * `features` [batch, featureSize]: the key layers' activations, each flattened in NHWC order
- * exactly like a Keras Flatten, concatenated in `keyLayers` order.
+ * in NHWC order, like the Keras model. It returns `probabilities` and `logits`, each
+ * [batch, numClasses], and `features` [batch, featureSize]. The features are the key layers'
+ * activations, each flattened in NHWC order like a Keras Flatten and concatenated in
+ * `keyLayers` order.
  */
 export interface OnnxClassifier {
   /** Serialised ModelProto (IR 8, opset 13) for `InferenceSession.create`. */
@@ -68,13 +70,14 @@ export interface OnnxClassifier {
 /**
  * Converts a tfjs LayersModel into an ONNX classifier graph (see OnnxClassifier). Images are
  * transposed once from NHWC to NCHW for the convolutions, and each key layer is transposed back
- * to NHWC before it is flattened. Reads the weights and leaves the model untouched.
+ * to NHWC before it is flattened. The model's weights are copied, and the model is not changed.
  *
  * Throws MODEL_UNSUPPORTED_LAYER for layer classes outside ONNX_EXPORT_LAYER_CLASSES and for
- * options the export cannot express (activations other than linear, relu and softmax, padding
- * other than same and valid, channels-first data, shared layers); MODEL_INVALID for a model
- * without one input and one softmax output; INVALID_ARGUMENT for an empty key layer list; and
- * KEY_LAYER_NOT_FOUND for a key layer index outside `model.layers`.
+ * settings the export cannot express. Those are activations other than linear, relu and
+ * softmax, padding other than same and valid, channels-first data and shared layers.
+ * Throws MODEL_INVALID for a model without one input and one softmax or linear output,
+ * INVALID_ARGUMENT for an empty key layer list, and KEY_LAYER_NOT_FOUND for a key layer index
+ * outside `model.layers`.
  */
 export function exportToOnnx(model: LayersModel, options: OnnxExportOptions): OnnxClassifier {
   checkSupportedLayers(model);
@@ -83,6 +86,11 @@ export function exportToOnnx(model: LayersModel, options: OnnxExportOptions): On
 
   const keyLayerSet = new Set(options.keyLayers.map((index) => model.layers[index]));
   const converter = new LayerConverter(model, keyLayerSet, options.foldBatchNorm ?? true, ONNX_VALUE_NAMES.input, Object.values(ONNX_VALUE_NAMES));
+  // A Sequential model leaves its InputLayer out of `model.layers`, so it is converted first.
+  const inputLayer = model.inputs[0].sourceLayer;
+  if (!model.layers.includes(inputLayer)) {
+    converter.convert(inputLayer);
+  }
   for (const layer of model.layers) {
     converter.convert(layer);
   }
@@ -132,7 +140,7 @@ function checkSupportedLayers(model: LayersModel): void {
     throw new CachefleetError(
       'MODEL_UNSUPPORTED_LAYER',
       `Model ${model.name} contains layer classes the ONNX export does not support: ${listed}. ` +
-        `Supported classes: ${ONNX_EXPORT_LAYER_CLASSES.join(', ')}. Run this model with the TensorFlow.js FeatureExtractor instead.`,
+        `Supported classes: ${ONNX_EXPORT_LAYER_CLASSES.join(', ')}. ${TFJS_FALLBACK}`,
       { unsupported: [...unsupported].map(([className, layerNames]) => ({ className, layerNames })) },
     );
   }
@@ -164,15 +172,16 @@ interface Head {
 
 /** Finds the logits from the output layer, with the same rules as the tfjs FeatureExtractor. */
 function describeHead(model: LayersModel): Head {
-  if (model.inputLayers.length !== 1 || model.outputLayers.length !== 1) {
+  if (model.inputs.length !== 1 || model.outputs.length !== 1) {
     throw new CachefleetError(
       'MODEL_INVALID',
-      `Model ${model.name} has ${model.inputLayers.length} inputs and ${model.outputLayers.length} outputs; the ONNX export needs exactly one of each.`,
-      { inputs: model.inputLayers.length, outputs: model.outputLayers.length },
+      `Model ${model.name} has ${model.inputs.length} inputs and ${model.outputs.length} outputs, but the ONNX export needs exactly one of each. ${TFJS_FALLBACK}`,
+      { inputs: model.inputs.length, outputs: model.outputs.length },
     );
   }
 
-  const outputLayer = model.outputLayers[0];
+  // `model.outputLayers` is empty for a Sequential model, so the layer is read from the output tensor.
+  const outputLayer = model.outputs[0].sourceLayer;
   const className = outputLayer.getClassName();
   const activation = outputLayer.getConfig().activation;
   if (className === 'Dense' && activation === 'softmax') {
@@ -201,7 +210,7 @@ function describeHead(model: LayersModel): Head {
   throw new CachefleetError(
     'MODEL_INVALID',
     `Output layer ${outputLayer.name} (${className}, activation ${String(activation)}) is neither a softmax nor a linear Dense layer, so the ONNX graph has no logits to return. ` +
-      'Run this model with the TensorFlow.js FeatureExtractor, which falls back to log-probabilities.',
+      'Run this model with the TensorFlow.js FeatureExtractor, which uses log-probabilities as logits.',
     { outputLayer: outputLayer.name, className, activation },
   );
 }

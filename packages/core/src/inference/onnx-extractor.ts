@@ -12,17 +12,20 @@ import { exportToOnnx, ONNX_VALUE_NAMES, type OnnxClassifier, type OnnxLogitsSou
 export interface OnnxExtractorOptions {
   /**
    * Threads of the session's intra-op pool, the calling thread included. Default: the number
-   * of CPUs Node may use (`os.availableParallelism()`).
+   * of CPUs Node may use (`os.availableParallelism()`). The pool waits for all its threads at
+   * every node, so it slows down far more than single-thread sessions when other processes
+   * take its cores. Where cores are shared, run one single-thread extractor per worker thread
+   * (see `fromClassifier`).
    */
   intraOpNumThreads?: number;
   /**
-   * Default `all`. Only `all` (and `layout`) turn on the NCHWc convolution layout, which ran
-   * ResNet32 about 1.8 times as fast as `extended` in onnxruntime-node 1.31.1.
+   * Default `all`. Only `layout` and `all` turn on the NCHWc convolution layout, with which
+   * ResNet32 ran about 1.5 to 1.9 times as fast as with `extended` (onnxruntime-node 1.31.1, x86-64).
    */
   graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'layout' | 'all';
-  /** Default `sequential`: a ResNet is one chain of nodes, so `parallel` has nothing to overlap. */
+  /** Default `sequential`. A ResNet is one chain of nodes, so `parallel` has nothing to run side by side. */
   executionMode?: 'sequential' | 'parallel';
-  /** Passed to `exportToOnnx`; default true. */
+  /** Passed to `exportToOnnx` (default true). */
   foldBatchNorm?: boolean;
 }
 
@@ -31,11 +34,12 @@ const log = createLogger('cachefleet.inference.onnx');
 /**
  * Computes logits, probabilities and raw key features like the tfjs FeatureExtractor, but runs
  * the forward pass in onnxruntime-node on the CPU. The model is converted once with
- * `exportToOnnx`; the tfjs model is not needed afterwards and stays owned by the caller.
+ * `exportToOnnx`. The tfjs model is not needed afterwards, and the caller still owns it.
  *
- * `session.run` in onnxruntime-node is synchronous on the calling thread, which is also one of
- * the intra-op threads, so every batch blocks the event loop for its whole forward pass (about
- * 50 ms for 128 ResNet32 images on two 2026 x86-64 cores). `run` yields between batches.
+ * onnxruntime-node runs `session.run` synchronously on the calling thread, which is also one
+ * of the intra-op threads. Each batch therefore blocks the event loop for its whole forward
+ * pass: about 50 ms for 128 ResNet32 images with 2 threads of a 2-core AMD EPYC (Zen 5) VM.
+ * `run` gives the event loop a turn between batches.
  */
 export class OnnxFeatureExtractor {
   readonly featureSize: number;
@@ -141,7 +145,7 @@ export class OnnxFeatureExtractor {
     return result;
   }
 
-  /** Releases the native session. Idempotent; later `run` calls throw. */
+  /** Releases the native session. A second call does nothing, and later `run` calls throw. */
   async dispose(): Promise<void> {
     const session = this.session;
     this.session = undefined;
@@ -197,7 +201,7 @@ export class OnnxFeatureExtractor {
       throw new CachefleetError('INVALID_ARGUMENT', `Image count n must be a non-negative integer, got ${n}.`, { n });
     }
     if (!Number.isInteger(batchSize) || batchSize < 1) {
-      throw new CachefleetError('INVALID_ARGUMENT', `batchSize must be a positive integer, got ${batchSize}. 32 to 128 run fastest with onnxruntime.`, { batchSize });
+      throw new CachefleetError('INVALID_ARGUMENT', `batchSize must be a positive integer, got ${batchSize}. Batches of 32 to 128 images run fastest with onnxruntime.`, { batchSize });
     }
     if (inputs.length !== n * this.imageSize) {
       throw new CachefleetError(

@@ -13,7 +13,7 @@ const DataType = onnx.TensorProto.DataType;
 
 export type AttributeValue = number | readonly number[];
 
-/** Attribute value with its ONNX type, because ONNX tells an INT from a FLOAT by tag, not value. */
+/** Attribute value with its ONNX type, which the encoding needs because INT and FLOAT attributes differ by tag. */
 export interface TypedAttribute {
   readonly kind: 'int' | 'ints' | 'float';
   readonly value: AttributeValue;
@@ -85,7 +85,7 @@ export class OnnxGraphBuilder {
     return name;
   }
 
-  /** Adds one node whose single output gets a unique name derived from `outputBase`; returns that name. */
+  /** Adds one node whose single output gets a unique name derived from `outputBase`, and returns that name. */
   addNode(opType: string, inputs: readonly string[], outputBase: string, attributes: Record<string, TypedAttribute> = {}): string {
     const output = this.uniqueName(outputBase);
     this.addNodeWithOutput(opType, inputs, output, attributes);
@@ -144,7 +144,7 @@ function describeValue(value: GraphValue): InstanceType<typeof onnx.ValueInfoPro
   });
 }
 
-/** ONNX raw_data is little-endian; copying through a DataView keeps that true on any host. */
+/** Encodes float32 values little-endian, as ONNX `raw_data` requires, whatever the host's byte order. */
 function toLittleEndianBytes(values: Float32Array): Uint8Array {
   const bytes = new Uint8Array(values.length * 4);
   const view = new DataView(bytes.buffer);

@@ -2,7 +2,7 @@ import type { LayersModel, layers } from '@tensorflow/tfjs-layers';
 
 import { CachefleetError } from '../errors.js';
 import { floatAttribute, intAttribute, intsAttribute, OnnxGraphBuilder } from './onnx-graph.js';
-import { foldBatchNorm, hwioToOihw, padsFor, readBatchNorm, readBias, readWeight } from './onnx-weights.js';
+import { foldBatchNorm, hwioToOihw, padsFor, readBatchNorm, readBias, readWeight, TFJS_FALLBACK } from './onnx-weights.js';
 
 type Layer = layers.Layer;
 type LayerConfig = Record<string, unknown>;
@@ -21,11 +21,11 @@ export function inboundLayers(layer: Layer): Layer[] {
   return layer.inboundNodes[0]?.inboundLayers ?? [];
 }
 
-/** Returns the layer's output shape without the batch dimension; every dimension must be known. */
+/** Returns the layer's output shape without the batch dimension, and throws when a dimension is unknown. */
 export function kerasShapeOf(layer: Layer): number[] {
   const outputShape = layer.outputShape;
   if (Array.isArray(outputShape[0])) {
-    throw new CachefleetError('MODEL_UNSUPPORTED_LAYER', `Layer ${layer.name} has several outputs; the ONNX export supports one output per layer.`, {
+    throw new CachefleetError('MODEL_UNSUPPORTED_LAYER', `Layer ${layer.name} has several outputs, but the ONNX export supports one output per layer. ${TFJS_FALLBACK}`, {
       layer: layer.name,
     });
   }
@@ -34,7 +34,7 @@ export function kerasShapeOf(layer: Layer): number[] {
   if (dims.some((dim) => dim === null)) {
     throw new CachefleetError(
       'MODEL_INVALID',
-      `Layer ${layer.name} has output shape [${outputShape.join(', ')}] with an unknown dimension after the batch; the ONNX export needs fixed shapes.`,
+      `Layer ${layer.name} has output shape [${outputShape.join(', ')}] with an unknown dimension after the batch, but the ONNX export needs fixed shapes. Build the model with a fixed input size.`,
       { layer: layer.name, outputShape },
     );
   }
@@ -58,7 +58,8 @@ export class LayerConverter {
 
   /**
    * @param keyLayers layers whose own output must stay in the graph, so no folding removes it
-   * @param inputName name of the graph input; `reservedNames` lists it and the output names
+   * @param inputName name of the graph input
+   * @param reservedNames graph input and output names, which no layer output may take
    */
   constructor(
     private readonly model: LayersModel,
@@ -76,7 +77,7 @@ export class LayerConverter {
       if (layer.inboundNodes.length > 1) {
         throw new CachefleetError(
           'MODEL_UNSUPPORTED_LAYER',
-          `Layer ${layer.name} is called ${layer.inboundNodes.length} times (a shared layer); the ONNX export supports one call per layer.`,
+          `Layer ${layer.name} is called ${layer.inboundNodes.length} times (a shared layer), but the ONNX export supports one call per layer. ${TFJS_FALLBACK}`,
           { layer: layer.name },
         );
       }
@@ -84,8 +85,9 @@ export class LayerConverter {
         this.consumerCounts.set(producer, (this.consumerCounts.get(producer) ?? 0) + 1);
       }
     }
-    for (const output of model.outputLayers) {
-      this.consumerCounts.set(output, (this.consumerCounts.get(output) ?? 0) + 1);
+    // The model output counts as a consumer, so that folding never removes it.
+    for (const output of model.outputs) {
+      this.consumerCounts.set(output.sourceLayer, (this.consumerCounts.get(output.sourceLayer) ?? 0) + 1);
     }
   }
 
@@ -122,7 +124,7 @@ export class LayerConverter {
     return { ...input, name };
   }
 
-  /** Returns the name of a [batch, size] value holding `tensor` in Keras (NHWC) order. */
+  /** Returns the name of a [batch, size] value that contains `tensor` in Keras (NHWC) order. */
   flattenNhwc(tensor: GraphTensor): string {
     return this.flattenTensor(tensor, `${tensor.name}_nhwc_flat`).name;
   }
@@ -144,7 +146,7 @@ export class LayerConverter {
       case 'Dense':
         return this.convertDense(layer, inputs[0], config);
       default:
-        throw new CachefleetError('MODEL_UNSUPPORTED_LAYER', `Layer ${layer.name} has the class ${className}, which the ONNX export does not support.`, {
+        throw new CachefleetError('MODEL_UNSUPPORTED_LAYER', `Layer ${layer.name} has the class ${className}, which the ONNX export does not support. ${TFJS_FALLBACK}`, {
           layer: layer.name,
           className,
         });
@@ -173,12 +175,12 @@ export class LayerConverter {
     if (shape.length !== 3) {
       throw new CachefleetError(
         'MODEL_UNSUPPORTED_LAYER',
-        `Input ${layer.name} has shape [${shape.join(', ')}]; the ONNX export supports images [height, width, channels] and vectors.`,
+        `Input ${layer.name} has shape [${shape.join(', ')}], but the ONNX export supports only images [height, width, channels] and vectors. ${TFJS_FALLBACK}`,
         { layer: layer.name, shape },
       );
     }
 
-    // Keras feeds NHWC; ONNX Conv reads NCHW, so the input is transposed once here.
+    // Keras takes NHWC input but ONNX Conv reads NCHW, so the input is transposed once here.
     const name = this.builder.addNode('Transpose', [this.inputName], `${this.inputName}_nchw`, { perm: intsAttribute([0, 3, 1, 2]) });
     return { name, layout: 'nchw', kerasShape: shape };
   }
@@ -258,7 +260,7 @@ export class LayerConverter {
 
   private convertAdd(layer: Layer, inputs: GraphTensor[]): GraphTensor {
     if (new Set(inputs.map((input) => input.layout)).size !== 1) {
-      throw new CachefleetError('MODEL_UNSUPPORTED_LAYER', `Add layer ${layer.name} mixes image and vector inputs; the ONNX export needs inputs of one shape.`, {
+      throw new CachefleetError('MODEL_UNSUPPORTED_LAYER', `Add layer ${layer.name} mixes image and vector inputs, which the ONNX export cannot convert. ${TFJS_FALLBACK}`, {
         layer: layer.name,
       });
     }
@@ -297,7 +299,7 @@ export class LayerConverter {
     if (input.layout !== 'flat') {
       throw new CachefleetError(
         'MODEL_UNSUPPORTED_LAYER',
-        `Dense layer ${layer.name} takes an image input; the ONNX export supports Dense on [batch, units] inputs only. Add a Flatten before it.`,
+        `Dense layer ${layer.name} takes an image input, but the ONNX export supports Dense only on [batch, units] inputs. ${TFJS_FALLBACK}`,
         { layer: layer.name },
       );
     }
@@ -318,7 +320,7 @@ export class LayerConverter {
     if (typeof activation !== 'string' || !SUPPORTED_ACTIVATIONS.includes(activation)) {
       throw new CachefleetError(
         'MODEL_UNSUPPORTED_LAYER',
-        `Layer ${layer.name} uses the activation ${String(activation)}; the ONNX export supports ${SUPPORTED_ACTIVATIONS.join(', ')}.`,
+        `Layer ${layer.name} uses the activation ${String(activation)}, but the ONNX export supports only ${SUPPORTED_ACTIVATIONS.join(', ')}. ${TFJS_FALLBACK}`,
         { layer: layer.name, activation },
       );
     }
@@ -336,7 +338,7 @@ export class LayerConverter {
 
 function requireImage(layer: Layer, input: GraphTensor): void {
   if (input.layout !== 'nchw') {
-    throw new CachefleetError('MODEL_UNSUPPORTED_LAYER', `Layer ${layer.name} (${layer.getClassName()}) needs an image input, but its input is a vector.`, {
+    throw new CachefleetError('MODEL_UNSUPPORTED_LAYER', `Layer ${layer.name} (${layer.getClassName()}) takes a vector input, but the ONNX export supports it only on images. ${TFJS_FALLBACK}`, {
       layer: layer.name,
     });
   }
@@ -346,7 +348,7 @@ function requireChannelsLast(layer: Layer, config: LayerConfig): void {
   if (config.dataFormat !== undefined && config.dataFormat !== 'channelsLast') {
     throw new CachefleetError(
       'MODEL_UNSUPPORTED_LAYER',
-      `Layer ${layer.name} uses data format ${String(config.dataFormat)}; the ONNX export supports channelsLast (NHWC), the Keras default.`,
+      `Layer ${layer.name} uses data format ${String(config.dataFormat)}, but the ONNX export supports only channelsLast (NHWC), the Keras default. ${TFJS_FALLBACK}`,
       { layer: layer.name, dataFormat: config.dataFormat },
     );
   }
@@ -357,7 +359,7 @@ function checkBatchNormAxis(layer: Layer, rank: number): void {
   if (axis !== -1 && axis !== rank - 1) {
     throw new CachefleetError(
       'MODEL_UNSUPPORTED_LAYER',
-      `BatchNormalization ${layer.name} normalises axis ${String(axis)}; the ONNX export supports the channel axis only (-1 or ${rank - 1}).`,
+      `BatchNormalization ${layer.name} normalises axis ${String(axis)}, but the ONNX export supports only the channel axis (-1 or ${rank - 1}). ${TFJS_FALLBACK}`,
       { layer: layer.name, axis },
     );
   }

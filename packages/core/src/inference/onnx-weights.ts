@@ -4,6 +4,9 @@ import { CachefleetError } from '../errors.js';
 
 type Layer = layers.Layer;
 
+/** Ending of every MODEL_UNSUPPORTED_LAYER message: the fix for a model the export cannot convert. */
+export const TFJS_FALLBACK = 'Run this model with the TensorFlow.js FeatureExtractor instead.';
+
 export interface NamedWeight {
   values: Float32Array;
   shape: number[];
@@ -14,13 +17,13 @@ export function readWeight(layer: Layer, weightName: string): NamedWeight {
   const variable = layer.weights.find((weight) => weight.originalName.endsWith(`/${weightName}`) || weight.originalName === weightName);
   if (variable === undefined) {
     const names = layer.weights.map((weight) => weight.originalName).join(', ');
-    throw new CachefleetError('MODEL_INVALID', `Layer ${layer.name} has no weight named ${weightName}; its weights are: ${names || 'none'}.`, {
+    throw new CachefleetError('MODEL_INVALID', `Weight ${weightName} of layer ${layer.name} not found (the layer has: ${names || 'no weights'}). Load the model with all its weights.`, {
       layer: layer.name,
       weightName,
     });
   }
 
-  // read() returns the variable's own tensor, which the model still owns: copy it, never dispose it.
+  // read() returns the variable's own tensor, which the model still owns, so it is copied and not disposed.
   const tensor = variable.read();
   return { values: Float32Array.from(tensor.dataSync()), shape: [...tensor.shape] };
 }
@@ -38,7 +41,7 @@ export interface BatchNormParameters {
   epsilon: number;
 }
 
-/** Reads a BatchNormalization's parameters; as in Keras, `scale: false` means gamma 1 and `center: false` beta 0. */
+/** Reads a BatchNormalization's parameters. As in Keras, `scale: false` means gamma 1 and `center: false` means beta 0. */
 export function readBatchNorm(layer: Layer, channels: number): BatchNormParameters {
   const config = layer.getConfig();
   return {
@@ -97,16 +100,15 @@ export interface WindowGeometry {
 }
 
 /**
- * Returns the ONNX `pads` [top, left, bottom, right] for Keras padding `same` or `valid`.
- * TensorFlow's `same` puts the odd pixel of padding at the bottom and right, which ONNX
- * expresses only with explicit pads (`auto_pad` is deprecated).
+ * Returns the explicit ONNX `pads` [top, left, bottom, right] for Keras padding `same` or
+ * `valid`. Like TensorFlow, `same` puts the odd pixel of padding at the bottom and right.
  */
 export function padsFor(padding: unknown, layer: Layer, window: WindowGeometry): number[] {
   if (padding === 'valid') {
     return [0, 0, 0, 0];
   }
   if (padding !== 'same') {
-    throw new CachefleetError('MODEL_UNSUPPORTED_LAYER', `Layer ${layer.name} uses padding ${String(padding)}; the ONNX export supports same and valid.`, {
+    throw new CachefleetError('MODEL_UNSUPPORTED_LAYER', `Layer ${layer.name} uses padding ${String(padding)}, but the ONNX export supports only same and valid. ${TFJS_FALLBACK}`, {
       layer: layer.name,
       padding,
     });

@@ -4,16 +4,16 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import type { LoadedModel } from '../models/load-model.js';
 
 /**
- * Small tfjs models for the tests of this folder. They exercise what ResNet32 does not: odd
- * image sizes with strided `same` padding, valid padding, dilation, convolutions without bias,
- * a three-input Add, BatchNormalization after Add and after Dense, average pooling with
- * padding, and a Flatten over a 2×2 image, whose NHWC order differs from NCHW.
+ * Small tfjs models for the tests of this folder, covering what ResNet32 does not. They have an
+ * odd image size with strided `same` padding, valid padding, dilation, a convolution without
+ * bias, a three-input Add, and BatchNormalization after Add and after Dense. They also have
+ * average pooling with padding and a Flatten over a 2×2 image, whose NHWC order differs from NCHW.
  */
 
 export const SYNTHETIC_INPUT_SHAPE: [number, number, number] = [9, 10, 3];
 export const SYNTHETIC_NUM_CLASSES = 5;
 
-/** How the synthetic model turns its last features into probabilities. */
+/** Output head of the synthetic model, the layers that turn its last features into probabilities. */
 export type SyntheticHead = 'dense-softmax' | 'activation-softmax' | 'dense-linear';
 
 export interface SyntheticModel {
@@ -24,7 +24,7 @@ export interface SyntheticModel {
   foldableBatchNorms: number;
 }
 
-/** Builds the synthetic classifier with deterministic weights; call `initBackend` first. */
+/** Builds the synthetic classifier with deterministic weights. Call `initBackend` first. */
 export function buildSyntheticModel(head: SyntheticHead): SyntheticModel {
   const input = tfl.input({ shape: SYNTHETIC_INPUT_SHAPE, name: 'image' });
   const conv1 = tfl.layers.conv2d({ filters: 4, kernelSize: 3, strides: 2, padding: 'same', useBias: false, name: 'conv_stride' }).apply(input);
@@ -74,17 +74,19 @@ export function describeLoaded(model: tfl.LayersModel, inputShape: [number, numb
 }
 
 /**
- * Replaces every weight by values from a fixed linear congruential sequence in [-0.5, 0.5);
- * moving variances get [0.5, 1.5) so that every BatchNormalization divides by a real spread.
+ * Replaces every weight by values from a fixed linear congruential sequence in [-0.5, 0.5).
+ * Moving variances get [0.5, 1.5) instead, so that no BatchNormalization divides by about zero.
  */
 export function setDeterministicWeights(model: tfl.LayersModel): void {
   const next = createSequence(12345);
   for (const layer of model.layers) {
     const replacements = layer.weights.map((weight) => {
-      const size = weight.shape.reduce((product, dim) => product * (dim ?? 1), 1);
+      // Weight shapes are fully known once the model is built.
+      const shape = weight.shape as number[];
+      const size = shape.reduce((product, dim) => product * dim, 1);
       const offset = weight.originalName.endsWith('moving_variance') ? 1 : 0;
       const values = Float32Array.from({ length: size }, () => next() + offset);
-      return tf.tensor(values, weight.shape as number[]);
+      return tf.tensor(values, shape);
     });
     if (replacements.length > 0) {
       layer.setWeights(replacements);

@@ -1,3 +1,4 @@
+export { chooseExtractionEngine, type ExtractionEngineChoice, type ExtractionEngineName } from './engine-choice.js';
 export { extractSegment, type SegmentRequest } from './extract-segment.js';
 export type { BatchExtractor, ForwardBatch } from './extractor.js';
 export { logSoftmaxRows } from './log-softmax.js';
@@ -8,6 +9,7 @@ export { resolvePreprocessing, type ResolvedPreprocessing } from './preprocessin
 export { StageTimer, silentProgress, type ProgressSink } from './progress.js';
 export { runLocalEvaluation, type LocalEvaluationOptions } from './protocol.js';
 export { REPORT_SCHEMA_VERSION, reportSchema, type EvaluationReport, type ReportSegment } from './report.js';
-export { TfjsThreadPool, type TfjsThreadPoolOptions } from './tfjs-thread-pool.js';
+export { ExtractionPool, type ExtractionPoolOptions } from './extraction-pool.js';
+export { startExtractionPool, type StartExtractionOptions } from './start-extraction.js';
 export { scoreQueries, stackQueries, tuneAndTest, type QuerySet } from './tune-and-test.js';
 export { engineVersions } from './versions.js';

@@ -13,7 +13,8 @@ import { resolvePreprocessing } from './preprocessing-setup.js';
 import { StageTimer, silentProgress, type ProgressSink } from './progress.js';
 import type { EvaluationReport } from './report.js';
 import { loadOrExtractSegment, type LoadedSegment, type ModelSummary, type SegmentContext } from './segments.js';
-import { TfjsThreadPool } from './tfjs-thread-pool.js';
+import { chooseExtractionEngine, type ExtractionEngineName } from './engine-choice.js';
+import { ExtractionPool } from './extraction-pool.js';
 import { tuneAndTest } from './tune-and-test.js';
 
 export interface LocalEvaluationOptions {
@@ -47,6 +48,8 @@ export interface LocalEvaluationOptions {
   /** Lets evaluation items also be cache items. */
   allowOverlap?: boolean;
   threads?: number;
+  /** Forward-pass engine: `auto` (default) uses onnxruntime when the model converts, else tfjs. */
+  engine?: ExtractionEngineName;
   backend?: BackendPreference;
   progress?: ProgressSink;
   logger?: Logger;
@@ -99,10 +102,11 @@ export async function runLocalEvaluation(options: LocalEvaluationOptions): Promi
       dim: keyLayers.reduce((sum, layer) => sum + layer.size, 0),
       numClasses: loaded.numClasses,
     };
+    const engineChoice = chooseExtractionEngine(loaded, keyLayers, options.engine ?? 'auto', logger);
     loaded.model.dispose();
-    return { backend, model, train, test };
+    return { backend, model, train, test, engineChoice };
   });
-  const { backend, model, train, test } = setup;
+  const { backend, model, train, test, engineChoice } = setup;
   logger.info({ backend: backend.name, model: model.source, fingerprint: model.fingerprint, keyLayers: model.keyLayers.map((l) => l.name), dim: model.dim }, 'model loaded');
 
   const statisticsSplits = (options.statisticsSplits ?? ['train', 'test']).map((name) => (name === 'train' ? train : test));
@@ -116,7 +120,14 @@ export async function runLocalEvaluation(options: LocalEvaluationOptions): Promi
     preprocessing: preprocessing.spec,
     preprocessingHash: preprocessing.hash,
     extractor: async () => {
-      extractor ??= await TfjsThreadPool.start({ modelPath: options.modelPath, keyLayers: options.keyLayers, threads: options.threads, backend: options.backend });
+      extractor ??= await ExtractionPool.start({
+        engine: engineChoice.engine,
+        classifier: engineChoice.classifier,
+        modelPath: options.modelPath,
+        keyLayers: options.keyLayers,
+        threads: options.threads,
+        backend: options.backend,
+      });
       return extractor;
     },
     progress,

@@ -2,8 +2,10 @@ import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 
 import { CachefleetError, type ErrorCode } from '../errors.js';
+import type { OnnxClassifier } from '../inference/index.js';
+import type { BackendPreference } from '../models/index.js';
 import type { BatchExtractor, ForwardBatch } from './extractor.js';
-import type { TfjsWorkerData, TfjsWorkerReply } from './tfjs-worker.js';
+import type { ExtractionWorkerData, ExtractionWorkerReply } from './extraction-worker.js';
 import { startWorker } from './worker-url.js';
 
 interface Pending {
@@ -16,13 +18,17 @@ interface PoolThread {
   busy: number;
 }
 
-export interface TfjsThreadPoolOptions {
+export interface ExtractionPoolOptions {
+  /** `onnx` runs an onnxruntime graph converted from the model; `tfjs` runs TensorFlow.js. */
+  engine: 'tfjs' | 'onnx';
   modelPath: string;
   keyLayers: Array<string | number>;
+  /** The converted graph, required for the `onnx` engine. */
+  classifier?: OnnxClassifier;
   /** Worker threads; default one per core. */
   threads?: number;
-  backend?: TfjsWorkerData['backend'];
-  /** Images per `predict` call inside a thread (tfjs defaults to 32, about 20 % slower than 128). */
+  backend?: BackendPreference;
+  /** Images per forward pass inside a thread (tfjs defaults to 32, about 20 % slower than 128). */
   batchSize?: number;
 }
 
@@ -35,7 +41,7 @@ function toError(error: { code?: string; message: string; details?: Record<strin
  * Runs the model in several worker threads, one model per thread, and hands each batch to the
  * least busy thread.
  */
-export class TfjsThreadPool implements BatchExtractor {
+export class ExtractionPool implements BatchExtractor {
   private readonly threads: PoolThread[] = [];
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
@@ -50,17 +56,19 @@ export class TfjsThreadPool implements BatchExtractor {
     return this.threads.length * 2;
   }
 
-  static async start(options: TfjsThreadPoolOptions): Promise<TfjsThreadPool> {
+  static async start(options: ExtractionPoolOptions): Promise<ExtractionPool> {
     const count = options.threads ?? os.availableParallelism();
-    const data: TfjsWorkerData = {
-      modelPath: options.modelPath,
-      keyLayers: options.keyLayers,
-      backend: options.backend ?? 'auto',
-      batchSize: options.batchSize ?? 128,
-    };
-    const workers = Array.from({ length: count }, () => startWorker('tfjs-worker', import.meta.url, { workerData: data }));
+    const batchSize = options.batchSize ?? 128;
+    let data: ExtractionWorkerData;
+    if (options.engine === 'onnx') {
+      if (options.classifier === undefined) throw new Error('ExtractionPool: the onnx engine needs the converted classifier; this is a bug in cachefleet.');
+      data = { engine: 'onnx', classifier: options.classifier, batchSize };
+    } else {
+      data = { engine: 'tfjs', modelPath: options.modelPath, keyLayers: options.keyLayers, backend: options.backend ?? 'auto', batchSize };
+    }
+    const workers = Array.from({ length: count }, () => startWorker('extraction-worker', import.meta.url, { workerData: data }));
 
-    let ready: Array<Extract<TfjsWorkerReply, { type: 'ready' }>>;
+    let ready: Array<Extract<ExtractionWorkerReply, { type: 'ready' }>>;
     try {
       ready = await Promise.all(workers.map(waitForReady));
     } catch (error) {
@@ -69,7 +77,7 @@ export class TfjsThreadPool implements BatchExtractor {
     }
 
     const first = ready[0];
-    const pool = new TfjsThreadPool(first.featureSize, first.numClasses, `tfjs-${first.backend}×${count}`);
+    const pool = new ExtractionPool(first.featureSize, first.numClasses, `${first.backend}×${count} threads`);
     for (const worker of workers) pool.attach(worker);
     return pool;
   }
@@ -78,7 +86,7 @@ export class TfjsThreadPool implements BatchExtractor {
     const thread: PoolThread = { worker, busy: 0 };
     this.threads.push(thread);
 
-    worker.on('message', (reply: TfjsWorkerReply) => {
+    worker.on('message', (reply: ExtractionWorkerReply) => {
       if (reply.type === 'ready') return;
       const pending = this.pending.get(reply.id);
       if (pending === undefined) return;
@@ -111,9 +119,9 @@ export class TfjsThreadPool implements BatchExtractor {
   }
 }
 
-function waitForReady(worker: Worker): Promise<Extract<TfjsWorkerReply, { type: 'ready' }>> {
+function waitForReady(worker: Worker): Promise<Extract<ExtractionWorkerReply, { type: 'ready' }>> {
   return new Promise((resolve, reject) => {
-    const onMessage = (reply: TfjsWorkerReply): void => {
+    const onMessage = (reply: ExtractionWorkerReply): void => {
       if (reply.type === 'ready') resolve(reply);
       else if (reply.type === 'error') reject(toError(reply.error));
     };
