@@ -1,8 +1,9 @@
+import { extractionBenchmark } from './extraction.js';
 import { scoringBenchmark } from './scoring.js';
 import type { Benchmark } from './types.js';
 
 /**
- * Benchmarks that `npm run bench` runs, in this order. To add one (for example extraction
- * images/s), implement Benchmark in its own file of this folder and append it here.
+ * Benchmarks that `npm run bench` runs, in this order. To add one, implement Benchmark in its
+ * own file of this folder and append it here.
  */
-export const BENCHMARKS: readonly Benchmark[] = [scoringBenchmark];
+export const BENCHMARKS: readonly Benchmark[] = [extractionBenchmark, scoringBenchmark];

@@ -1,7 +1,5 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-
-const execFileAsync = promisify(execFile);
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createInterface, type Interface } from 'node:readline';
 
 /** Debian's system interpreter, where `python3-numpy` and `libopenblas0-pthread` install. */
 export const NUMPY_PYTHON = '/usr/bin/python3';
@@ -13,21 +11,23 @@ export const NUMPY_PYTHON = '/usr/bin/python3';
  */
 const OPENBLAS_OVERRIDES = ['OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE'] as const;
 
-export interface NumpySgemmResult {
+/** Time allowed for numpy to start and allocate, or for one product, before giving up. */
+const RESPONSE_TIMEOUT_MS = 10 * 60 * 1000;
+
+export interface NumpyInfo {
   numpyVersion: string;
   /** BLAS library numpy loaded, as threadpoolctl or numpy.show_config() reports it. */
   blas: string;
-  /** True when the BLAS is OpenBLAS, BLIS or MKL; the reference BLAS is 10 to 50 times slower. */
+  /** True for OpenBLAS, BLIS or MKL. The reference BLAS is many times slower. */
   optimisedBlas: boolean;
-  bestMs: number;
-  medianMs: number;
 }
 
-// Times q @ kᵀ into a preallocated output, the same product as the similarity GEMM.
+// Prints one JSON line with the versions, then times q @ kᵀ into a preallocated output once per
+// "run" line on stdin and prints the milliseconds, so that runs interleave with other engines.
 const SCRIPT = String.raw`
 import contextlib, io, json, sys, time
 import numpy as np
-rows, cols, dim, runs = (int(value) for value in sys.argv[1:5])
+rows, cols, dim = (int(value) for value in sys.argv[1:4])
 blas = None
 try:
     from threadpoolctl import threadpool_info
@@ -48,31 +48,80 @@ queries = rng.standard_normal((rows, dim), dtype=np.float32)
 keys = rng.standard_normal((cols, dim), dtype=np.float32)
 out = np.empty((rows, cols), dtype=np.float32)
 np.matmul(queries, keys.T, out=out)
-durations = []
-for _ in range(runs):
+print(json.dumps({"numpyVersion": np.__version__, "blas": blas}), flush=True)
+for line in sys.stdin:
     start = time.perf_counter()
     np.matmul(queries, keys.T, out=out)
-    durations.append((time.perf_counter() - start) * 1e3)
-durations.sort()
-print(json.dumps({"numpyVersion": np.__version__, "blas": blas, "bestMs": durations[0], "medianMs": durations[len(durations) // 2]}))
+    print((time.perf_counter() - start) * 1e3, flush=True)
 `;
 
 /**
- * Times numpy's float32 matrix product [rows, dim] · [cols, dim]ᵀ in a `/usr/bin/python3`
- * subprocess with `threads` BLAS threads, as the reference for onnxruntime's GEMM.
- * Rejects when the interpreter or numpy is missing.
+ * A `/usr/bin/python3` subprocess with random float32 matrices [rows, dim] and [cols, dim] that
+ * times numpy's product of the first with the second transposed on request.
  */
-export async function measureNumpySgemm(rows: number, cols: number, dim: number, runs: number, threads: number): Promise<NumpySgemmResult> {
-  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) };
-  for (const name of OPENBLAS_OVERRIDES) {
-    delete env[name];
+export class NumpySgemm {
+  private constructor(
+    private readonly child: ChildProcessWithoutNullStreams,
+    private readonly lines: AsyncIterator<string>,
+    private readonly reader: Interface,
+    readonly info: NumpyInfo,
+  ) {}
+
+  /**
+   * Starts the subprocess with `threads` BLAS threads and waits until it has run one warm-up
+   * product. Rejects when the interpreter or numpy is missing.
+   */
+  static async start(rows: number, cols: number, dim: number, threads: number): Promise<NumpySgemm> {
+    const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) };
+    for (const name of OPENBLAS_OVERRIDES) {
+      delete env[name];
+    }
+
+    const child = spawn(NUMPY_PYTHON, ['-c', SCRIPT, String(rows), String(cols), String(dim)], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const exited = new Promise<never>((_, reject) => {
+      child.on('error', reject);
+      child.on('exit', (code) => reject(new Error(`${NUMPY_PYTHON} exited with code ${code}: ${stderr.trim().split('\n').pop() ?? ''}`)));
+    });
+    exited.catch(() => undefined);
+
+    const reader = createInterface({ input: child.stdout });
+    const lines = reader[Symbol.asyncIterator]();
+    const first = await Promise.race([nextLine(lines), exited]);
+    const parsed = JSON.parse(first) as Omit<NumpyInfo, 'optimisedBlas'>;
+
+    return new NumpySgemm(child, lines, reader, { ...parsed, optimisedBlas: /openblas|blis|mkl/i.test(parsed.blas) });
   }
 
-  const { stdout } = await execFileAsync(NUMPY_PYTHON, ['-c', SCRIPT, String(rows), String(cols), String(dim), String(runs)], {
-    env,
-    timeout: 15 * 60 * 1000,
-  });
-  const parsed = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as Omit<NumpySgemmResult, 'optimisedBlas'>;
+  /** Runs one product and returns its duration in milliseconds, timed inside Python. */
+  async timeOnce(): Promise<number> {
+    this.child.stdin.write('run\n');
+    return Number(await nextLine(this.lines));
+  }
 
-  return { ...parsed, optimisedBlas: /openblas|blis|mkl/i.test(parsed.blas) };
+  /** Ends the subprocess by closing its input. */
+  close(): void {
+    this.reader.close();
+    this.child.stdin.end();
+  }
+}
+
+async function nextLine(lines: AsyncIterator<string>): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`numpy gave no output within ${RESPONSE_TIMEOUT_MS / 1000} s`)), RESPONSE_TIMEOUT_MS);
+  });
+
+  try {
+    const result = await Promise.race([lines.next(), timeout]);
+    if (result.done === true) {
+      throw new Error('numpy closed its output early');
+    }
+    return result.value;
+  } finally {
+    clearTimeout(timer);
+  }
 }

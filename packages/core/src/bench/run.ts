@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadOnnxRuntime } from '../cache/scoring-engine.js';
-import { CachefleetError } from '../errors.js';
+import { CachefleetError, isCachefleetError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { BENCHMARKS } from './benchmarks.js';
 import type { BenchmarkResult } from './types.js';
@@ -45,7 +45,8 @@ async function describeMachine(threads: number): Promise<string[]> {
 function formatResult(result: BenchmarkResult): string {
   const lines = [`\n## ${result.name}`, ...result.details.map((detail) => `  ${detail}`)];
   for (const measurement of result.measurements) {
-    const value = measurement.unit === '' ? measurement.value.toFixed(2) : `${measurement.value.toFixed(1)} ${measurement.unit}`;
+    const digits = measurement.value >= 100 ? measurement.value.toFixed(0) : measurement.value.toPrecision(3);
+    const value = measurement.unit === '' ? measurement.value.toFixed(2) : `${digits} ${measurement.unit}`;
     const note = measurement.note === undefined ? '' : `  (${measurement.note})`;
     lines.push(`  ${measurement.label}: ${value}${note}`);
   }
@@ -60,16 +61,26 @@ function parseThreads(value: string | undefined): number {
   return threads;
 }
 
+function parseOptions(args: string[]) {
+  try {
+    return parseArgs({
+      args,
+      options: {
+        quick: { type: 'boolean', default: false },
+        only: { type: 'string', multiple: true },
+        threads: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        help: { type: 'boolean', default: false },
+      },
+    }).values;
+  } catch (error) {
+    // parseArgs raises a TypeError for unknown options and missing values.
+    throw new CachefleetError('INVALID_ARGUMENT', `Invalid command line: ${(error as Error).message}`, { args }, { cause: error });
+  }
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      quick: { type: 'boolean', default: false },
-      only: { type: 'string', multiple: true },
-      threads: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
-    },
-  });
+  const values = parseOptions(process.argv.slice(2));
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
     return;
@@ -105,6 +116,12 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
+  if (isCachefleetError(error, 'INVALID_ARGUMENT')) {
+    process.stderr.write(`${error.message}\n\n${USAGE}\n`);
+    process.exitCode = 2;
+    return;
+  }
+
   createLogger('bench').error({ err: error }, 'benchmark failed');
   process.exitCode = 1;
 });

@@ -11,7 +11,7 @@ export interface BenchmarkMeasurement {
   label: string;
   value: number;
   unit: string;
-  /** How the figure was obtained or what it is compared with. */
+  /** Context for the figure: its duration, its method or what it is compared with. */
   note?: string;
 }
 

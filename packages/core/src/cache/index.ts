@@ -29,3 +29,4 @@ export {
   type GridChoice,
   type GridEvaluation,
 } from './tuning.js';
+export { foldPartials, scoreShardPartials, type ScoreShardsOptions, type ShardKeys } from './shard-partials.js';

@@ -82,10 +82,10 @@ function buildClassSumBody(): GraphProto {
     node: [
       node('Mul', ['centred', 'theta'], ['scaled']),
       node('Exp', ['scaled'], ['weights']),
-      node('MatMul', ['weights', SCORING_GRAPH_NAMES.keyOneHot], ['class_sums']),
+      node('MatMul', ['weights', SCORING_GRAPH_NAMES.keyOneHot], ['theta_class_sums']),
     ],
     input: [tensorValueInfo('theta', FLOAT, [])],
-    output: [tensorValueInfo('class_sums', FLOAT, ['B', 'C'])],
+    output: [tensorValueInfo('theta_class_sums', FLOAT, ['B', 'C'])],
   };
 }
 
@@ -98,11 +98,12 @@ function buildClassSumBody(): GraphProto {
  *
  * with s = queries · keysᵀ and m[b] the maximum similarity of query b over the N keys. The shift
  * makes the largest term exp(0) = 1, so no theta overflows float32, and a class whose terms all
- * lie more than about 87 nats below it underflows to -Infinity (see scoring-engine.ts).
+ * lie more than 87.3 nats below it underflows to -Infinity (see scoring-engine.ts).
  *
- * The exponentials run in a Scan over thetas, so each step touches one [B, N] tensor. One
- * [T, B, N] tensor for all thetas at once measured 15 to 25 % slower (onnxruntime-node 1.31.1,
- * B = 256, N = 2,048, D = 12,288, T = 33, 2 threads) because it does not fit in the CPU caches.
+ * The exponentials run in a Scan over thetas, so each step touches one [B, N] tensor, which fits
+ * in the L3 cache (4 MiB at the default blocks against 32 MiB on the measured AMD EPYC). Per block of B = 256 queries and N = 2,048 keys of dim 12,288 with T = 33
+ * (onnxruntime-node 1.31.1, 2 threads), the Gemm alone took 30.2 ms, this graph 33.7 ms, and
+ * one [T, B, N] tensor for all thetas at once (69 MB) 38.0 ms.
  */
 export function buildScoringModel(): Uint8Array {
   const names = SCORING_GRAPH_NAMES;

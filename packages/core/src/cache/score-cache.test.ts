@@ -101,6 +101,22 @@ describe('scoreAgainstCache', () => {
     expect(Buffer.from(fromAsync.buffer).equals(Buffer.from(fromSync.buffer))).toBe(true);
   });
 
+  it('reads only counted rows', async () => {
+    // A reused buffer with NaN rows past `count`; scoring them would make the result NaN.
+    const padded = (first: number, end: number): KeyBlock => {
+      const buffer = new Float32Array((end - first + 3) * dim).fill(Number.NaN);
+      buffer.set(keys.subarray(first * dim, end * dim));
+      const bufferLabels = new Int32Array(end - first + 3).fill(numClasses);
+      bufferLabels.set(labels.subarray(first, end));
+      return { keys: buffer, labels: bufferLabels, count: end - first };
+    };
+
+    const exact = await scoreAgainstCache(engine, options({ keyBlockSize: 64, keyBlocks: chunksOf(100) }));
+    const fromPadded = await scoreAgainstCache(engine, options({ keyBlockSize: 64, keyBlocks: [padded(0, 100), padded(100, 500)] }));
+
+    expect(Buffer.from(fromPadded.buffer).equals(Buffer.from(exact.buffer))).toBe(true);
+  });
+
   it('reports progress per key block', async () => {
     const reports: number[] = [];
 
@@ -121,6 +137,10 @@ describe('scoreAgainstCache', () => {
     const blocks = [{ keys: keys.subarray(0, 300 * dim), labels: badLabels.subarray(0, 300), count: 300 }, { keys: keys.subarray(300 * dim), labels: badLabels.subarray(300), count: 200 }];
 
     await expect(scoreAgainstCache(engine, options({ keyBlocks: blocks }))).rejects.toThrow(/cache key labels\[321\] is class 6, but numClasses is 6/);
+  });
+
+  it('rejects oversized blocks', async () => {
+    await expect(scoreAgainstCache(engine, options({ queryBlockSize: 37, keyBlockSize: 2 ** 25 }))).rejects.toThrow(/queryBlockSize 37 × keyBlockSize 33554432 exceeds/);
   });
 
   it('rejects a short key buffer', async () => {

@@ -53,8 +53,8 @@ export interface ScoringEngine {
 export type OrtModule = typeof import('onnxruntime-node');
 
 /**
- * Loads onnxruntime-node. The import is deferred so that a missing native library fails only the
- * scoring, with BACKEND_UNAVAILABLE, and not every import of the core package.
+ * Loads onnxruntime-node on first use, so that this module loads without the native library and
+ * a missing library fails the scoring with BACKEND_UNAVAILABLE.
  */
 export async function loadOnnxRuntime(): Promise<OrtModule> {
   try {
@@ -145,7 +145,7 @@ class OnnxScoringEngine implements ScoringEngine {
     const results = await session.run(feeds);
     const partials = results[names.partials].data as Float32Array;
 
-    assertNoNaN(partials, numQueries, numClasses);
+    assertValidPartials(partials, numQueries, numClasses);
     return partials;
   }
 
@@ -201,8 +201,11 @@ function oneHotLabels(keyLabels: Int32Array, numKeys: number, numClasses: number
   return oneHot;
 }
 
-/** Throws NON_FINITE_ACTIVATION when a partial is NaN, which only NaN or infinite inputs cause. */
-function assertNoNaN(partials: Float32Array, numQueries: number, numClasses: number): void {
+/**
+ * Throws NON_FINITE_ACTIVATION when a partial is NaN or +Infinity. With thetas validated, only
+ * queries or keys with NaN, infinite or huge unnormalised values produce them.
+ */
+function assertValidPartials(partials: Float32Array, numQueries: number, numClasses: number): void {
   const index = partials.findIndex((value) => Number.isNaN(value) || value === Number.POSITIVE_INFINITY);
   if (index === -1) {
     return;
@@ -211,7 +214,7 @@ function assertNoNaN(partials: Float32Array, numQueries: number, numClasses: num
   const query = Math.floor(index / numClasses) % numQueries;
   throw new CachefleetError(
     'NON_FINITE_ACTIVATION',
-    `Scoring query ${query} of the block gave ${partials[index]}, so the queries or keys contain NaN or infinite values. Normalise features with normalizeKeys, which rejects such rows.`,
+    `Scoring query ${query} of the block gave ${partials[index]}, so the queries or keys contain NaN, infinite or unnormalised values. Normalise features with normalizeKeys, which rejects non-finite rows.`,
     { query, thetaIndex: Math.floor(index / (numClasses * numQueries)), value: partials[index] },
   );
 }

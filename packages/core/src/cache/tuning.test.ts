@@ -99,7 +99,7 @@ describe('evaluateGrid', () => {
   });
 
   it('rejects a non-positive theta', () => {
-    expect(() => evaluateGrid({ ...handCase, thetas: [10, -1] })).toThrow(/thetas\[1\] is -1, but every theta must be a finite number above 0/);
+    expect(() => evaluateGrid({ ...handCase, thetas: [10, -1] })).toThrow(/thetas\[1\] is -1, but every theta must be a finite float32 number above 0/);
   });
 
   it('rejects a lambda above one', () => {

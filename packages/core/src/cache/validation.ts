@@ -45,10 +45,11 @@ export function assertThetas(thetas: readonly number[]): void {
   }
 
   thetas.forEach((theta, index) => {
-    if (!Number.isFinite(theta) || theta <= 0) {
+    // The scoring graph takes thetas as float32, so they must be finite in float32 too.
+    if (!Number.isFinite(Math.fround(theta)) || theta <= 0) {
       throw new CachefleetError(
         'INVALID_ARGUMENT',
-        `thetas[${index}] is ${theta}, but every theta must be a finite number above 0. Use values such as 10 to 90.`,
+        `thetas[${index}] is ${theta}, but every theta must be a finite float32 number above 0. Use values such as 10 to 90.`,
         { index, theta },
       );
     }
