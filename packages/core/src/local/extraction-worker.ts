@@ -5,8 +5,8 @@ import { OnnxFeatureExtractor, type OnnxClassifier } from '../inference/index.js
 import { FeatureExtractor, initBackend, loadModel, resolveKeyLayers, type BackendPreference, type ExtractionResult } from '../models/index.js';
 
 /**
- * Worker thread of `ExtractionPool`: starts one extractor and answers `run` messages with one
- * forward pass each. One such thread per core is how extraction uses every core: the tfjs wasm
+ * Worker thread of `ExtractionPool`: starts one extractor and replies to each `run` message with
+ * one forward pass. One such thread per core is how extraction uses every core: the tfjs wasm
  * backend is single-threaded in Node, and a one-thread onnxruntime session per thread held up
  * best when other processes share the cores.
  */
@@ -57,7 +57,7 @@ async function main(): Promise<void> {
     return;
   }
 
-  // Requests are answered one at a time, in order: a forward pass already uses this thread fully.
+  // Requests run one at a time, in order, because a forward pass already uses this thread fully.
   let queue = Promise.resolve();
   port.on('message', (request: ExtractionWorkerRequest) => {
     queue = queue.then(async () => {

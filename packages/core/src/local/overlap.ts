@@ -11,7 +11,7 @@ function identityKey(datasetFingerprint: string, index: number, mirrored: number
  * also a cache item: scoring it would let the query find itself. Identities, not pixels, are
  * compared, so two different records with equal pixels are not an overlap.
  */
-export function assertNoOverlap(queries: KeyShard[], cache: KeyShard[], what: string): void {
+export function assertNoOverlap(queries: KeyShard[], cache: KeyShard[], phase: string): void {
   const cacheIdentities = new Set<string>();
   for (const shard of cache) {
     const fingerprint = shard.header.dataset.fingerprint;
@@ -27,7 +27,7 @@ export function assertNoOverlap(queries: KeyShard[], cache: KeyShard[], what: st
       if (!cacheIdentities.has(identityKey(fingerprint, index, shard.mirrored[row]))) continue;
       throw new CachefleetError(
         'CACHE_OVERLAP',
-        `${what}: query record ${index}${shard.mirrored[row] === 1 ? ' (mirror image)' : ''} of ${shard.header.dataset.name} ${shard.header.dataset.split} is also in the cache, so it would be scored against itself. Use disjoint records, or pass --allow-overlap if this is intended.`,
+        `${phase}: query record ${index}${shard.mirrored[row] === 1 ? ' (mirror image)' : ''} of ${shard.header.dataset.name} ${shard.header.dataset.split} is also in the cache, so it would be scored against itself. Use disjoint records, or pass --allow-overlap if this is intended.`,
         { record: index, mirrored: shard.mirrored[row] === 1 },
       );
     }

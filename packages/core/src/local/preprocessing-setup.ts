@@ -13,9 +13,9 @@ export interface ResolvedPreprocessing {
 }
 
 /**
- * Builds the preprocessing spec whose statistics come from `splits` (by default the paper's
- * choice: every CIFAR-10 image, train and test, because the released models were trained with
- * those statistics). Statistics are kept under `storeDir/statistics`, keyed by the splits'
+ * Builds the preprocessing spec whose statistics come from `splits` (by default every CIFAR-10
+ * image, train and test, because the ResNets released with Orhan (2018) were trained with those
+ * statistics). Statistics are kept under `storeDir/statistics`, keyed by the splits'
  * fingerprints, so later runs skip the pass over the images.
  */
 export async function resolvePreprocessing(splits: DatasetSplit[], storeDir: string, progress: ProgressSink, logger: Logger): Promise<ResolvedPreprocessing> {

@@ -34,8 +34,8 @@ export interface LocalEvaluationOptions {
   limit?: number;
   validationSize?: number;
   /**
-   * Splits whose images give the standardisation statistics; default both, as the paper's
-   * models were trained with statistics over all 60,000 CIFAR-10 images.
+   * Splits whose images give the standardisation statistics; default both, because the ResNets
+   * released with Orhan (2018) were trained with statistics over all 60,000 CIFAR-10 images.
    */
   statisticsSplits?: Array<'train' | 'test'>;
   /**

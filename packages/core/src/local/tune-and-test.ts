@@ -188,7 +188,7 @@ export async function tuneAndTest(input: TuneAndTestInput): Promise<EvaluationRe
   };
 }
 
-/** The θ whose cache-only model (λ = 1) is correct most often; ties go to the lowest θ. */
+/** Picks the θ whose cache-only model (λ = 1) is correct most often; ties go to the lowest θ. */
 export function pickBestCacheOnly(evaluation: GridEvaluation): { theta: number; accuracy: number } {
   let best = 0;
   for (let t = 1; t < evaluation.thetas.length; t += 1) {

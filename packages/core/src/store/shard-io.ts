@@ -32,17 +32,22 @@ export interface ShardDigest {
 /** Keys are written in slices of this size so no copy of the whole key matrix is ever made. */
 const WRITE_CHUNK_BYTES = 16 * 1024 * 1024;
 
-function bytesOf(array: ArrayBufferView): Uint8Array {
-  return new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+/**
+ * A byte view of part of a typed array. Views are made per chunk, never of a whole section,
+ * because V8 limits a Uint8Array to 2^32 − 1 elements while a key section can be larger
+ * (90,000 keys of 12,288 float32 values are 4.4 GB).
+ */
+function byteView(array: ArrayBufferView, start: number, end: number): Uint8Array {
+  return new Uint8Array(array.buffer, array.byteOffset + start, end - start);
 }
 
-function sectionArrays(shard: Omit<KeyShard, 'header'>): Record<SectionName, Uint8Array> {
+function sectionArrays(shard: Omit<KeyShard, 'header'>): Record<SectionName, ArrayBufferView> {
   return {
-    labels: bytesOf(shard.labels),
-    recordIndices: bytesOf(shard.recordIndices),
-    mirrored: bytesOf(shard.mirrored),
-    logProbs: bytesOf(shard.logProbs),
-    keys: bytesOf(shard.keys),
+    labels: shard.labels,
+    recordIndices: shard.recordIndices,
+    mirrored: shard.mirrored,
+    logProbs: shard.logProbs,
+    keys: shard.keys,
   };
 }
 
@@ -82,11 +87,11 @@ export function* encodeShard(shard: KeyShard): Generator<Uint8Array> {
       yield new Uint8Array(section.offset - position);
       position = section.offset;
     }
-    const bytes = arrays[section.name];
-    for (let start = 0; start < bytes.length; start += WRITE_CHUNK_BYTES) {
-      yield bytes.subarray(start, Math.min(start + WRITE_CHUNK_BYTES, bytes.length));
+    const array = arrays[section.name];
+    for (let start = 0; start < array.byteLength; start += WRITE_CHUNK_BYTES) {
+      yield byteView(array, start, Math.min(start + WRITE_CHUNK_BYTES, array.byteLength));
     }
-    position += bytes.length;
+    position += array.byteLength;
   }
 }
 
@@ -120,7 +125,7 @@ export async function writeShardFile(filePath: string, shard: KeyShard): Promise
 
 interface Region {
   offset: number;
-  target: Uint8Array;
+  target: ArrayBufferView;
 }
 
 /**
@@ -194,11 +199,11 @@ function allocateShard(header: ShardHeader): KeyShard {
 function copyIntoRegions(regions: Region[], data: Uint8Array, dataStart: number): void {
   const dataEnd = dataStart + data.length;
   for (const region of regions) {
-    const regionEnd = region.offset + region.target.length;
+    const regionEnd = region.offset + region.target.byteLength;
     const start = Math.max(dataStart, region.offset);
     const end = Math.min(dataEnd, regionEnd);
     if (start >= end) continue;
-    region.target.set(data.subarray(start - dataStart, end - dataStart), start - region.offset);
+    byteView(region.target, start - region.offset, end - region.offset).set(data.subarray(start - dataStart, end - dataStart));
   }
 }
 
