@@ -5,6 +5,7 @@ import { isCachefleetError } from '@cachefleet/core';
 
 import { datasetsCommand } from './cli/datasets-command.js';
 import { evaluateCommand } from './cli/evaluate-command.js';
+import { fleetCommand, submitCommand } from './cli/fleet-command.js';
 
 const program = new Command('cachefleet')
   .description('Test-time key-value cache memory for trained image classifiers (Orhan 2018), run locally or as a fleet.')
@@ -12,6 +13,8 @@ const program = new Command('cachefleet')
 
 program.addCommand(evaluateCommand());
 program.addCommand(datasetsCommand());
+program.addCommand(submitCommand());
+program.addCommand(fleetCommand());
 
 try {
   await program.parseAsync(process.argv);

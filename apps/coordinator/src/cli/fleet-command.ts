@@ -4,13 +4,13 @@ import path from 'node:path';
 
 import { Command, InvalidArgumentError, Option } from 'commander';
 
-import { CachefleetError, QUEUE_NAMES, createLogger, openObjectStore, type EvaluationRequest, type Logger, type ObjectStore } from '@cachefleet/core';
+import { CachefleetError, DEFAULT_QUERY_BLOCK_SIZE, DEFAULT_QUERY_SLICE_SIZE, QUEUE_NAMES, createLogger, openObjectStore, type EvaluationRequest, type Logger, type ObjectStore } from '@cachefleet/core';
 
 import { FleetClient } from '../fleet/fleet-client.js';
 import { runFleetPaper } from '../fleet/paper.js';
 import { BuildResolver } from '../fleet/resolve-build.js';
 import { submitCacheBuild, submitEvaluation, waitForEvaluation } from '../fleet/submit.js';
-import { waitForJob } from '../fleet/wait-for-job.js';
+import { FleetRunFailedError, waitForJob } from '../fleet/wait-for-job.js';
 import { defaultStoreDir } from './evaluate-command.js';
 import { parseGrid, parseKeyLayers, parseNumber, parsePositiveInteger } from './parse-options.js';
 import { formatResultTable } from './result-table.js';
@@ -88,6 +88,22 @@ async function withFleet<T>(flags: ConnectionFlags, work: (client: FleetClient, 
   }
 }
 
+/**
+ * Wraps a command action so that a failed fleet run, an expected outcome, prints its reason
+ * (the error of the job that failed first) without a stack and sets exit code 1.
+ */
+function reportingRunFailures<T>(action: (flags: T) => Promise<void>): (flags: T) => Promise<void> {
+  return async (flags) => {
+    try {
+      await action(flags);
+    } catch (error) {
+      if (!(error instanceof FleetRunFailedError)) throw error;
+      process.stderr.write(`cachefleet: fleet run failed: ${error.message}\n`);
+      process.exitCode = 1;
+    }
+  };
+}
+
 interface BuildFlags extends ConnectionFlags {
   data: string;
   dataset: 'cifar10' | 'cifar100';
@@ -116,14 +132,14 @@ function cacheBuildCommand(): Command {
     .requiredOption('--shard-records <n>', 'records per shard, one extract job each', parsePositiveInteger)
     .requiredOption('--model <file>', 'Keras 2.x .h5 file or TensorFlow.js model.json, readable by every worker')
     .requiredOption('--key-layers <list>', 'key layers: names or 0-based Keras layer indices, comma-separated', parseKeyLayers)
-    .option('--stats-from <splits>', 'splits whose images give the standardisation statistics', parseStatisticsSplits, ['train', 'test'])
+    .addOption(new Option('--stats-from <splits>', 'splits whose images give the standardisation statistics').argParser(parseStatisticsSplits).default(['train', 'test'], 'train,test'))
     .option('--mirrors', 'add the horizontal mirror image of every record', false)
     .option('--storage <url>', 'object storage for shards and manifest: s3://bucket/prefix or a folder (env CACHEFLEET_STORAGE_URL)', defaultStorageUrl())
     .option('--build-id <id>', 'build id (default: derived from model, layers, preprocessing and records)')
     .option('--store <dir>', 'folder of the local statistics cache (env CACHEFLEET_STORE)', defaultStoreDir())
     .option('--wait', 'wait for the manifest and print it', false);
 
-  return addConnectionOptions(command).action(async (flags: BuildFlags) => {
+  return addConnectionOptions(command).action(reportingRunFailures(async (flags: BuildFlags) => {
     const summary = await withFleet(flags, async (client, stores, logger) => {
       const resolver = new BuildResolver(stores.open, flags.store, logger);
       const submission = await submitCacheBuild(client, resolver, stores.open, {
@@ -144,7 +160,7 @@ function cacheBuildCommand(): Command {
       return { ...submission, merge: await waitForJob(client, QUEUE_NAMES.merge, submission.mergeJobId) };
     });
     process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
-  });
+  }));
 }
 
 interface EvaluateFlags extends ConnectionFlags {
@@ -207,7 +223,7 @@ function evaluateSubmitCommand(): Command {
     .option('--theta-cache-only <number>', 'fixed θ of the cache-only model', parseNumber)
     .option('--thetas <grid>', 'θ grid as START:STOP:COUNT or a list (default 10:90:33)', parseGrid)
     .option('--lambdas <grid>', 'λ grid as START:STOP:COUNT or a list (default 0.1:0.9:33)', parseGrid)
-    .option('--query-slice <n>', 'queries per evaluate job, a multiple of 256 (default 4096)', parsePositiveInteger)
+    .option('--query-slice <n>', `queries per evaluate job, a multiple of the scoring block of ${DEFAULT_QUERY_BLOCK_SIZE} queries (default ${DEFAULT_QUERY_SLICE_SIZE})`, parsePositiveInteger)
     .option('--shard-group-bytes <n>', 'most shard bytes one evaluate job loads (default 1 GiB)', parsePositiveInteger)
     .option('--allow-overlap', 'allow queries that are also cache items', false)
     .option('--evaluation-id <id>', 'evaluation id (default: derived from the request)')
@@ -215,7 +231,7 @@ function evaluateSubmitCommand(): Command {
     .option('--wait', 'wait for the report', false)
     .option('--report <file>', 'with --wait, write the JSON report to this file');
 
-  return addConnectionOptions(command).action(async (flags: EvaluateFlags) => {
+  return addConnectionOptions(command).action(reportingRunFailures(async (flags: EvaluateFlags) => {
     const request: EvaluationRequest = flags.request === undefined ? evaluationRequestFromFlags(flags) : (JSON.parse(await readFile(flags.request, 'utf8')) as EvaluationRequest);
     const output = await withFleet(flags, async (client, stores, logger) => {
       const resolver = new BuildResolver(stores.open, flags.store, logger);
@@ -230,7 +246,7 @@ function evaluateSubmitCommand(): Command {
 
     if (flags.report !== undefined && output.report !== undefined) await writeReport(flags.report, output.report);
     process.stdout.write(`${JSON.stringify(output.summary, null, 2)}\n`);
-  });
+  }));
 }
 
 /** `cachefleet submit cache-build|evaluate`. */
@@ -274,18 +290,18 @@ function paperCommand(): Command {
     .option('--limit <n>', 'use only the first N records of each split, as `cachefleet evaluate --limit`', parsePositiveInteger)
     .option('--validation-size <n>', 'number of last training records used as validation queries (default 5000)', parsePositiveInteger)
     .option('--shard-records <n>', 'records per shard of every build', parsePositiveInteger, 5000)
-    .option('--stats-from <splits>', 'splits whose images give the standardisation statistics', parseStatisticsSplits, ['train', 'test'])
+    .addOption(new Option('--stats-from <splits>', 'splits whose images give the standardisation statistics').argParser(parseStatisticsSplits).default(['train', 'test'], 'train,test'))
     .option('--theta <number>', 'θ of the cache model; with --lambda, skips their tuning', parseNumber)
     .option('--lambda <number>', 'λ, the cache weight in [0, 1]; with --theta, skips their tuning', parseNumber)
     .option('--theta-cache-only <number>', 'θ of the cache-only model; skips its tuning', parseNumber)
     .option('--thetas <grid>', 'θ grid as START:STOP:COUNT or a list (default 10:90:33)', parseGrid)
     .option('--lambdas <grid>', 'λ grid as START:STOP:COUNT or a list (default 0.1:0.9:33)', parseGrid)
-    .option('--query-slice <n>', 'queries per evaluate job, a multiple of 256 (default 4096)', parsePositiveInteger)
+    .option('--query-slice <n>', `queries per evaluate job, a multiple of the scoring block of ${DEFAULT_QUERY_BLOCK_SIZE} queries (default ${DEFAULT_QUERY_SLICE_SIZE})`, parsePositiveInteger)
     .option('--shard-group-bytes <n>', 'most shard bytes one evaluate job loads (default 1 GiB)', parsePositiveInteger)
     .option('--report <file>', 'write the JSON report to this file')
     .option('--json', 'print the JSON report on stdout instead of the table', false);
 
-  return addConnectionOptions(command).action(async (flags: PaperFlags) => {
+  return addConnectionOptions(command).action(reportingRunFailures(async (flags: PaperFlags) => {
     const report = await withFleet(flags, (client, stores, logger) =>
       runFleetPaper(
         client,
@@ -318,7 +334,7 @@ function paperCommand(): Command {
     const text = JSON.stringify(report, null, 2);
     if (flags.report !== undefined) await writeReport(flags.report, text);
     process.stdout.write(flags.json ? `${text}\n` : `${formatResultTable(report)}\n`);
-  });
+  }));
 }
 
 /** `cachefleet fleet paper`. */
