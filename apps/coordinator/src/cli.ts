@@ -5,7 +5,11 @@ import { isCachefleetError } from '@cachefleet/core';
 
 import { datasetsCommand } from './cli/datasets-command.js';
 import { evaluateCommand } from './cli/evaluate-command.js';
-import { fleetCommand, submitCommand } from './cli/fleet-command.js';
+import { fleetCommand } from './cli/fleet-command.js';
+import { runCommands } from './cli/run-commands.js';
+import { serveCommand } from './cli/serve-command.js';
+import { submitCommand } from './cli/submit-command.js';
+import { robustnessCommand } from './cli/robustness-command.js';
 
 const program = new Command('cachefleet')
   .description('Test-time key-value cache memory for trained image classifiers (Orhan 2018), run locally or as a fleet.')
@@ -15,6 +19,9 @@ program.addCommand(evaluateCommand());
 program.addCommand(datasetsCommand());
 program.addCommand(submitCommand());
 program.addCommand(fleetCommand());
+program.addCommand(serveCommand());
+for (const command of runCommands()) program.addCommand(command);
+program.addCommand(robustnessCommand());
 
 try {
   await program.parseAsync(process.argv);

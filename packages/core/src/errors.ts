@@ -23,6 +23,14 @@ export const ERROR_CODES = {
   BACKEND_UNAVAILABLE: { retryable: false, summary: 'No TensorFlow.js backend or scoring engine could start.' },
   OBJECT_NOT_FOUND: { retryable: false, summary: 'An object or file named by a request or manifest does not exist.' },
   STORAGE_UNAVAILABLE: { retryable: true, summary: 'Object storage or the file system failed transiently.' },
+  RUN_CANCELLED: { retryable: false, summary: 'A job stopped because its run was cancelled.' },
+  RUN_NOT_FOUND: { retryable: false, summary: 'No run with the given id exists.' },
+  RUN_STATE_CONFLICT: { retryable: false, summary: "A request does not fit the run's current state, such as the report of an unfinished run." },
+  UNAUTHORIZED: { retryable: false, summary: 'A request to the coordinator API has no valid token or session.' },
+  REQUEST_TOO_LARGE: { retryable: false, summary: 'A request body is larger than the coordinator API accepts.' },
+  API_UNAVAILABLE: { retryable: true, summary: 'The coordinator API could not be reached or answered with a server error.' },
+  ROUTE_NOT_FOUND: { retryable: false, summary: 'No coordinator API endpoint matches the method and path of a request.' },
+  INTERNAL_ERROR: { retryable: false, summary: 'The coordinator failed on an unexpected error; its log has the details.' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

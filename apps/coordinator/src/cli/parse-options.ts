@@ -43,3 +43,23 @@ export function parseKeyLayers(value: string): Array<string | number> {
   if (items.length === 0) throw new InvalidArgumentError('No key layers given: list layer names or 0-based indices, separated by commas.');
   return items.map((item) => (/^\d+$/.test(item) ? Number(item) : item));
 }
+
+/** Parses a half-open record range `START:END`. */
+export function parseRange(value: string): { start: number; end: number } {
+  const match = /^(\d+):(\d+)$/.exec(value);
+  if (match === null) throw new InvalidArgumentError(`"${value}" is not a record range: give START:END (half-open), such as 0:45000.`);
+  return { start: Number(match[1]), end: Number(match[2]) };
+}
+
+/** Parses a comma-separated list, dropping empty items. */
+export function parseList(value: string): string[] {
+  return value.split(',').map((item) => item.trim()).filter((item) => item !== '');
+}
+
+export function parseStatisticsSplits(value: string): Array<'train' | 'test'> {
+  const splits = parseList(value);
+  for (const split of splits) {
+    if (split !== 'train' && split !== 'test') throw new InvalidArgumentError(`--stats-from "${value}" is invalid: list train and/or test, separated by commas.`);
+  }
+  return splits as Array<'train' | 'test'>;
+}

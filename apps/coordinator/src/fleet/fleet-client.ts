@@ -1,7 +1,7 @@
 import { FlowProducer, Job, Queue, type FlowJob } from 'bullmq';
 import { Redis } from 'ioredis';
 
-import { FLEET_QUEUE_NAMES, checkRedisEvictionPolicy, readFleetSettings, redactRedisUrl, type FleetQueueName, type FleetSettings, type FlowNodeSpec, type Logger } from '@cachefleet/core';
+import { FLEET_QUEUE_NAMES, cancellationKey, checkRedisEvictionPolicy, limitRepeatedErrors, readFleetSettings, redactRedisUrl, runIdsOfFlow, type FleetQueueName, type FleetSettings, type FlowNodeSpec, type Logger } from '@cachefleet/core';
 
 export interface FleetClientOptions {
   /** Default `redis://127.0.0.1:6379`. */
@@ -31,8 +31,12 @@ export class FleetClient {
   static async connect(options: FleetClientOptions): Promise<FleetClient> {
     const url = options.redisUrl ?? 'redis://127.0.0.1:6379';
     const prefix = options.prefix ?? 'cachefleet';
+    // While Redis is down, every connection reports each reconnection attempt, so repeats are counted.
+    const limitRepeats = limitRepeatedErrors();
+    const logConnectionError = (source: string) => (error: Error) =>
+      limitRepeats(`${source}|${error.message}`, (suppressedRepeats) => options.logger.error({ err: error, redis: redactRedisUrl(url), source, suppressedRepeats }, 'Redis connection error'));
     const redis = new Redis(url, { maxRetriesPerRequest: null });
-    redis.on('error', (error) => options.logger.error({ err: error, redis: redactRedisUrl(url) }, 'Redis connection error'));
+    redis.on('error', logConnectionError('connection'));
 
     try {
       await checkRedisEvictionPolicy(redis, redactRedisUrl(url));
@@ -42,8 +46,10 @@ export class FleetClient {
     }
 
     const connection = { connection: redis, prefix };
-    const queues = new Map(FLEET_QUEUE_NAMES.map((name) => [name, new Queue(name, connection)] as const));
-    return new FleetClient(redis, prefix, options.settings ?? readFleetSettings(), redactRedisUrl(url), queues, new FlowProducer(connection), options.logger);
+    // Without an error listener BullMQ prints each error of a Queue or FlowProducer with console.error.
+    const queues = new Map(FLEET_QUEUE_NAMES.map((name) => [name, new Queue(name, connection).on('error', logConnectionError(`queue ${name}`))] as const));
+    const flowProducer = new FlowProducer(connection).on('error', logConnectionError('flow producer'));
+    return new FleetClient(redis, prefix, options.settings ?? readFleetSettings(), redactRedisUrl(url), queues, flowProducer, options.logger);
   }
 
   queue(name: FleetQueueName): Queue {
@@ -54,7 +60,13 @@ export class FleetClient {
     return Job.fromId(this.queue(queue), jobId);
   }
 
+  /**
+   * Adds a flow. Build and evaluation ids are deterministic, so an earlier, cancelled run of the
+   * same id may have left a cancellation mark. It is deleted first, or the new jobs would stop at once.
+   */
   async addFlow(spec: FlowNodeSpec): Promise<void> {
+    const keys = runIdsOfFlow(spec).map((id) => cancellationKey(this.prefix, id));
+    if (keys.length > 0) await this.redis.del(...keys);
     await this.flowProducer.add(spec as FlowJob);
   }
 

@@ -2,7 +2,9 @@ import path from 'node:path';
 
 import {
   CachefleetError,
+  assertInsideFileRoots,
   cacheBuildRequestSchema,
+  invalidRequestError,
   keyStoreId,
   loadModel,
   objectKeys,
@@ -22,7 +24,6 @@ import {
   type ObjectStore,
   type PreprocessingRef,
 } from '@cachefleet/core';
-import { z } from 'zod';
 
 interface ModelInfo {
   path: string;
@@ -32,6 +33,16 @@ interface ModelInfo {
   keyLayers: Array<{ index: number; name: string; shape: number[] }>;
   dim: number;
   numClasses: number;
+}
+
+export interface BuildResolverOptions {
+  /**
+   * Absolute folders in which requests may name dataset folders and model files. Undefined
+   * allows every path. A coordinator that takes requests from other users (an HTTP API) sets it.
+   */
+  fileRoots?: readonly string[];
+  /** Name of the setting behind `fileRoots`, for the error message. Default `fileRoots`. */
+  fileRootsSetting?: string;
 }
 
 /** A build request turned into jobs, with the facts the coordinator found while resolving it. */
@@ -57,14 +68,17 @@ export class BuildResolver {
     /** Folder of the local statistics cache, shared with `cachefleet evaluate`. */
     private readonly storeDir: string,
     private readonly logger: Logger,
+    private readonly options: BuildResolverOptions = {},
   ) {}
 
   async resolve(request: CacheBuildRequest): Promise<ResolvedBuild> {
     const parsed = cacheBuildRequestSchema.safeParse(request);
     if (!parsed.success) {
-      throw new CachefleetError('INVALID_ARGUMENT', `Cache build request is invalid: ${z.prettifyError(parsed.error)}`, {});
+      throw invalidRequestError('Cache build request', parsed.error, request);
     }
     const build = parsed.data;
+    await assertInsideFileRoots(build.dataDir, this.options.fileRoots, 'Dataset folder', this.options.fileRootsSetting ?? 'fileRoots');
+    await assertInsideFileRoots(build.modelPath, this.options.fileRoots, 'Model file', this.options.fileRootsSetting ?? 'fileRoots');
 
     const split = await this.split(build.dataDir, build.dataset, build.split, build.labelMode);
     const range = build.recordRange ?? { start: 0, end: split.size };

@@ -1,5 +1,4 @@
 import type { Job } from 'bullmq';
-import { z } from 'zod';
 
 import {
   CachefleetError,
@@ -8,6 +7,7 @@ import {
   deriveEvaluationId,
   evaluationFlowSpec,
   evaluationRequestSchema,
+  invalidRequestError,
   jobIds,
   objectKeys,
   planEvaluation,
@@ -81,15 +81,29 @@ export interface EvaluationSubmission {
   builds: BuildSubmission[];
 }
 
+export interface SubmitEvaluationOptions {
+  /**
+   * Whether to wait for a build that an earlier submission is still running (default true). With
+   * false, such a build raises RUN_STATE_CONFLICT instead, so that an HTTP request does not wait for it.
+   */
+  waitForRunningBuilds?: boolean;
+}
+
 /**
  * Submits an evaluation. Key stores given as builds are resolved and, unless their manifest
  * exists, built first: their merge jobs become children of a `plan-evaluation` job, which adds
  * the evaluation's flow when they complete. Without pending builds the coordinator plans the
  * evaluation itself and adds the flow (aggregate parent, evaluate children) directly.
  */
-export async function submitEvaluation(client: FleetClient, resolver: BuildResolver, openStore: (url: string) => Promise<ObjectStore>, request: EvaluationRequest): Promise<EvaluationSubmission> {
+export async function submitEvaluation(
+  client: FleetClient,
+  resolver: BuildResolver,
+  openStore: (url: string) => Promise<ObjectStore>,
+  request: EvaluationRequest,
+  options: SubmitEvaluationOptions = {},
+): Promise<EvaluationSubmission> {
   const parsed = evaluationRequestSchema.safeParse(request);
-  if (!parsed.success) throw new CachefleetError('INVALID_ARGUMENT', `Evaluation request is invalid: ${z.prettifyError(parsed.error)}`, {});
+  if (!parsed.success) throw invalidRequestError('Evaluation request', parsed.error, request);
   const evaluationRequest = parsed.data;
   const store = await openStore(evaluationRequest.storageUrl);
 
@@ -106,6 +120,13 @@ export async function submitEvaluation(client: FleetClient, resolver: BuildResol
     const submission = await findBuildState(client, store, build);
     submissions.push(submission);
     if (submission.status === 'submitted') pending.push(build.jobs);
+    if (submission.status === 'running' && options.waitForRunningBuilds === false) {
+      throw new CachefleetError(
+        'RUN_STATE_CONFLICT',
+        `Build ${submission.buildId} of this evaluation is still running from an earlier submission (merge job ${submission.mergeJobId}). Submit the evaluation again when that build has completed, or name its manifest ${submission.manifestKey} instead of the build.`,
+        { buildId: submission.buildId, mergeJobId: submission.mergeJobId },
+      );
+    }
     if (submission.status === 'running') await waitForJob(client, QUEUE_NAMES.merge, submission.mergeJobId);
 
     const resolved = { manifest: build.manifestKey, role: source.role ?? build.split.split, reused: submission.status === 'complete' };
@@ -153,7 +174,7 @@ export async function submitEvaluation(client: FleetClient, resolver: BuildResol
 
   const plan = await planEvaluation(store, evaluation);
   await client.addFlow(evaluationFlowSpec(plan, client.settings));
-  client.logger.info({ evaluationId, evaluateJobs: plan.evaluates.length }, 'evaluation submitted');
+  client.logger.info({ evaluationId, evaluateJobs: plan.evaluateJobCount }, 'evaluation submitted');
   return { ...result, planJobId: undefined };
 }
 

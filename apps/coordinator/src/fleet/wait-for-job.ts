@@ -38,8 +38,13 @@ export async function waitForJob(client: FleetClient, queue: FleetQueueName, job
     if (job === undefined) throw new FleetRunFailedError(`Job ${jobId} of queue ${queue} does not exist (it was removed, or never added).`, []);
 
     const state = await job.getState();
-    if (state === 'completed') return job.returnvalue;
-    if (state === 'failed') throw await explainFailure(client, queue, job);
+    if (state === 'completed' || state === 'failed') {
+      // The job may have finished after it was read above, when its return value and failure
+      // reason were still empty, so it is read again.
+      const finished = (await client.getJob(queue, jobId)) ?? job;
+      if (state === 'completed') return finished.returnvalue;
+      throw await explainFailure(client, queue, finished);
+    }
     options.onProgress?.(job);
 
     if (options.timeoutMs !== undefined && Date.now() - started > options.timeoutMs) {
@@ -52,6 +57,11 @@ export async function waitForJob(client: FleetClient, queue: FleetQueueName, job
 // NOTE: the reason BullMQ 6.7 gives a parent failed by failParentOnFailure; another BullMQ
 // version may word it differently, and the chain then stops at the parent.
 const CHILD_FAILED = /^child (.+) failed$/;
+// NOTE: BullMQ 6.7's reason for a job that lost its lock more than maxStalledCount times.
+const STALLED_TOO_OFTEN = 'job stalled more than allowable limit';
+const STALLED_HINT =
+  ". Its worker died or stopped renewing the job's lock on every attempt: look for crashes and out-of-memory kills in the workers' logs. " +
+  'CACHEFLEET_MAX_STALLED_COUNT sets how many such stalls a job survives';
 
 /** Follows the failure from a parent to the child that caused it. */
 export async function explainFailure(client: FleetClient, queue: string, job: Job): Promise<FleetRunFailedError> {
@@ -68,10 +78,11 @@ export async function explainFailure(client: FleetClient, queue: string, job: Jo
   const root = chain[0];
   const cause = chain[chain.length - 1];
   const attempts = cause.attemptsMade === 1 ? '1 attempt' : `${cause.attemptsMade} attempts`;
+  const reason = cause.failedReason === STALLED_TOO_OFTEN ? `${cause.failedReason}${STALLED_HINT}` : cause.failedReason;
   const message =
     chain.length === 1
-      ? `Job ${root.jobId} (${root.queue}) failed after ${attempts}: ${cause.failedReason}`
-      : `Job ${root.jobId} (${root.queue}) failed because job ${cause.jobId} (${cause.queue}) failed after ${attempts}: ${cause.failedReason}`;
+      ? `Job ${root.jobId} (${root.queue}) failed after ${attempts}: ${reason}`
+      : `Job ${root.jobId} (${root.queue}) failed because job ${cause.jobId} (${cause.queue}) failed after ${attempts}: ${reason}`;
   return new FleetRunFailedError(message, chain);
 }
 

@@ -54,27 +54,32 @@ export async function extractSegment(request: SegmentRequest): Promise<KeyShard>
   const zeroRows: number[] = [];
   let done = 0;
 
+  const recordOf = (firstRow: number, row: number): number => range.start + ((firstRow + row) % records);
+  // Extractors and normalizeKeys name the row of their batch, but the user needs the dataset record.
+  const withRecord = (error: unknown, firstRow: number, isMirror: boolean): unknown => {
+    if (!isCachefleetError(error, 'NON_FINITE_ACTIVATION') || typeof error.details.row !== 'number') return error;
+    const record = recordOf(firstRow, error.details.row);
+    const layer = typeof error.details.layer === 'string' ? ` in key layer ${error.details.layer}` : '';
+    return new CachefleetError(
+      'NON_FINITE_ACTIVATION',
+      `Record ${record}${isMirror ? ' (mirror image)' : ''} of ${split.dataset} ${split.split} gives the key-layer activation ${String(error.details.value)}${layer}. Check the model weights and the preprocessing statistics.`,
+      { ...error.details, record, mirrored: isMirror },
+      { cause: error },
+    );
+  };
+
   const store = (batch: ForwardBatch, firstRow: number, n: number, isMirror: boolean): void => {
-    const recordOf = (row: number): number => range.start + ((firstRow + row) % records);
     try {
       const { zeroRows: zeros } = normalizeKeys(batch.features, n, dim);
       for (const row of zeros) zeroRows.push(firstRow + row);
     } catch (error) {
-      if (isCachefleetError(error, 'NON_FINITE_ACTIVATION') && typeof error.details.row === 'number') {
-        const record = recordOf(error.details.row);
-        throw new CachefleetError(
-          'NON_FINITE_ACTIVATION',
-          `Record ${record}${isMirror ? ' (mirror image)' : ''} of ${split.dataset} ${split.split} gives a NaN or infinite key-layer activation. Check the model weights and the preprocessing statistics.`,
-          { record, mirrored: isMirror },
-        );
-      }
-      throw error;
+      throw withRecord(error, firstRow, isMirror);
     }
 
     keys.set(batch.features, firstRow * dim);
     logSoftmaxRows(batch.logits, n, numClasses, logProbs, firstRow);
     for (let row = 0; row < n; row += 1) {
-      const record = recordOf(row);
+      const record = recordOf(firstRow, row);
       labels[firstRow + row] = split.labels[record];
       recordIndices[firstRow + row] = record;
       mirrored[firstRow + row] = isMirror ? 1 : 0;
@@ -83,11 +88,28 @@ export async function extractSegment(request: SegmentRequest): Promise<KeyShard>
     request.onProgress?.(done, total);
   };
 
+  // A batch that fails leaves the set before the loop may await it, so its error is kept here.
+  // Otherwise the rejection would go unhandled (which ends a Node process) and the shard would
+  // be written with the batch's rows left empty.
   const inFlight = new Set<Promise<void>>();
+  let failure: { error: unknown } | undefined;
+  const throwIfFailed = (): void => {
+    if (failure !== undefined) throw failure.error;
+  };
   const submit = async (inputs: Float32Array, firstRow: number, n: number, isMirror: boolean): Promise<void> => {
-    while (inFlight.size >= extractor.concurrency) await Promise.race(inFlight);
-    const task = extractor.extract(inputs, n).then((batch) => store(batch, firstRow, n, isMirror));
+    throwIfFailed();
+    while (inFlight.size >= extractor.concurrency) await Promise.race(inFlight).catch(() => undefined);
+    throwIfFailed();
+    const task = extractor.extract(inputs, n).then(
+      (batch) => store(batch, firstRow, n, isMirror),
+      (error: unknown) => {
+        throw withRecord(error, firstRow, isMirror);
+      },
+    );
     const tracked = task.finally(() => inFlight.delete(tracked));
+    tracked.catch((error: unknown) => {
+      failure ??= { error };
+    });
     inFlight.add(tracked);
   };
 
@@ -101,7 +123,8 @@ export async function extractSegment(request: SegmentRequest): Promise<KeyShard>
     await submit(inputs, start - range.start, n, false);
     if (mirrors !== undefined) await submit(mirrors, records + start - range.start, n, true);
   }
-  await Promise.all(inFlight);
+  await Promise.allSettled(inFlight);
+  throwIfFailed();
 
   // Identities of dropped rows are read before compaction moves later rows over them.
   const zeroKeyRecords = zeroRows.sort((a, b) => a - b).map((row) => ({ index: recordIndices[row], mirrored: mirrored[row] === 1 }));
