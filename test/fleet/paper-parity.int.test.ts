@@ -8,11 +8,14 @@ import {
   DEFAULT_QUERY_BLOCK_SIZE,
   QUEUE_NAMES,
   aggregateJobDataSchema,
+  evaluateJobDataSchema,
   evaluateResultSchema,
   foldRole,
   readManifest,
   reportSchema,
   runLocalEvaluation,
+  tuneJobDataSchema,
+  tuneResultSchema,
   type EvaluationReport,
   type FleetEvaluationReport,
 } from '@cachefleet/core';
@@ -126,16 +129,37 @@ describe('fleet paper protocol on a CIFAR-10 slice', () => {
     for (const count of reads.values()) expect(count).toBeLessThanOrEqual(distinctShards);
   });
 
+  it('scores test with the chosen thetas', async () => {
+    const aggregate = await harness.client.getJob(QUEUE_NAMES.aggregate, `aggregate-${fleet.fleet.evaluationId}`);
+    const results = Object.entries(await aggregate!.getChildrenValues()).filter(([key]) => key.includes(`:${QUEUE_NAMES.evaluate}:`));
+    const scored = new Set<string>();
+    for (const [key] of results) {
+      const job = await harness.client.getJob(QUEUE_NAMES.evaluate, key.slice(key.lastIndexOf(':') + 1));
+      scored.add(evaluateJobDataSchema.parse(job!.data).thetas.join(','));
+    }
+
+    expect([...scored]).toEqual([unique([local.cache.theta, local.cacheOnly.theta]).join(',')]);
+  });
+
   it('folds reordered partials within 1e-5', async () => {
     const store = await harness.open(harness.storageUrl);
     const aggregate = await harness.client.getJob(QUEUE_NAMES.aggregate, `aggregate-${fleet.fleet.evaluationId}`);
-    const data = aggregateJobDataSchema.parse(aggregate!.data);
-    const results = Object.values(await aggregate!.getChildrenValues()).map((value) => evaluateResultSchema.parse(value));
+    const tune = await harness.client.getJob(QUEUE_NAMES.tune, `tune-${fleet.fleet.evaluationId}`);
+    const aggregateData = aggregateJobDataSchema.parse(aggregate!.data);
+    const tuneData = tuneJobDataSchema.parse(tune!.data);
+    const tuneResult = tuneResultSchema.parse(tune!.returnvalue);
+    const evaluateResults = async (parent: NonNullable<typeof aggregate>) =>
+      Object.entries(await parent.getChildrenValues())
+        .filter(([key]) => key.includes(`:${QUEUE_NAMES.evaluate}:`))
+        .map(([, value]) => evaluateResultSchema.parse(value));
+    const roles = [
+      { summary: tuneData.validation, thetas: tuneData.thetas, results: await evaluateResults(tune!) },
+      { summary: aggregateData.test, thetas: tuneResult.testThetas, results: await evaluateResults(aggregate!) },
+    ];
 
-    for (const summary of data.roles) {
-      const roleResults = results.filter((result) => result.role === summary.role);
-      const inOrder = await foldRole(store, summary, roleResults);
-      const reversed = await foldRole(store, summary, roleResults, 'reverse');
+    for (const { summary, thetas, results } of roles) {
+      const inOrder = await foldRole(store, summary, thetas, results);
+      const reversed = await foldRole(store, summary, thetas, results, 'reverse');
       let maxAbsolute = 0;
       let maxRelative = 0;
       for (let i = 0; i < inOrder.partials.length; i += 1) {
@@ -151,3 +175,7 @@ describe('fleet paper protocol on a CIFAR-10 slice', () => {
     }
   });
 });
+
+function unique(values: number[]): number[] {
+  return values.filter((value, index) => values.indexOf(value) === index);
+}

@@ -2,7 +2,7 @@ import os from 'node:os';
 
 import { z } from 'zod';
 
-import { BACKEND_PREFERENCES, CachefleetError, FLEET_QUEUE_NAMES, readFleetSettings, type BackendPreference, type ExtractionEngineName, type FleetQueueName, type FleetSettings } from '@cachefleet/core';
+import { BACKEND_PREFERENCES, CachefleetError, FLEET_QUEUE_NAMES, parseFileRoots, readFleetSettings, type BackendPreference, type ExtractionEngineName, type FleetQueueName, type FleetSettings } from '@cachefleet/core';
 
 /** Everything a worker process reads from its environment, parsed once at start. */
 export interface WorkerConfig {
@@ -22,6 +22,8 @@ export interface WorkerConfig {
   shardCacheBytes: number;
   /** When set, jobs whose storage URL differs are rejected. */
   storageUrl: string | undefined;
+  /** When set, jobs may read dataset folders and model files only inside these absolute folders. */
+  fileRoots: string[] | undefined;
   settings: FleetSettings;
 }
 
@@ -44,6 +46,7 @@ const envSchema = z.object({
   CACHEFLEET_SCORING_THREADS: positiveInteger('CACHEFLEET_SCORING_THREADS').optional(),
   CACHEFLEET_SHARD_CACHE_BYTES: positiveInteger('CACHEFLEET_SHARD_CACHE_BYTES').optional(),
   CACHEFLEET_STORAGE_URL: z.string().min(1).optional(),
+  CACHEFLEET_FILE_ROOTS: z.string().optional(),
 });
 
 /** Parses the worker's environment; a bad value raises INVALID_ARGUMENT with zod's description. */
@@ -74,6 +77,7 @@ export function readWorkerConfig(env: NodeJS.ProcessEnv = process.env): WorkerCo
     scoringThreads: values.CACHEFLEET_SCORING_THREADS ?? os.availableParallelism(),
     shardCacheBytes: values.CACHEFLEET_SHARD_CACHE_BYTES ?? 4 * GiB,
     storageUrl: values.CACHEFLEET_STORAGE_URL,
+    fileRoots: parseFileRoots(values.CACHEFLEET_FILE_ROOTS, 'CACHEFLEET_FILE_ROOTS'),
     settings: readFleetSettings(env),
   };
 }

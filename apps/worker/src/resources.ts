@@ -3,14 +3,16 @@ import path from 'node:path';
 import {
   CachefleetError,
   ShardCache,
+  assertInsideFileRoots,
   computeFileSha256,
+  countTensors,
   createScoringEngine,
   openDatasetSplit,
   openObjectStore,
   startExtractionPool,
-  type BatchExtractor,
   type DatasetRef,
   type DatasetSplit,
+  type ExtractionPool,
   type Logger,
   type ModelRef,
   type ObjectStore,
@@ -20,7 +22,7 @@ import {
 import type { WorkerConfig } from './config.js';
 
 interface LoadedModel {
-  extractor: BatchExtractor;
+  extractor: ExtractionPool;
   fileSha256: string;
 }
 
@@ -35,6 +37,7 @@ export class WorkerResources {
   private readonly splits = new Map<string, Promise<DatasetSplit>>();
   private currentModel: { id: string; loaded: Promise<LoadedModel> } | undefined;
   private engine: Promise<ScoringEngine> | undefined;
+  private latestPool: ExtractionPool | undefined;
 
   constructor(
     private readonly config: WorkerConfig,
@@ -53,17 +56,20 @@ export class WorkerResources {
     return this.remember(this.stores, url, () => openObjectStore(url, { logger: this.logger }));
   }
 
-  /** Opens (once) a dataset split, which reads and hashes its files. */
-  split(ref: DatasetRef): Promise<DatasetSplit> {
+  /** Opens (once) a dataset split, which reads and hashes its files. The folder must lie inside CACHEFLEET_FILE_ROOTS when that is set. */
+  async split(ref: DatasetRef): Promise<DatasetSplit> {
+    await assertInsideFileRoots(ref.dir, this.config.fileRoots, 'Dataset folder', 'CACHEFLEET_FILE_ROOTS');
     const id = `${path.resolve(ref.dir)}|${ref.name}|${ref.split}|${ref.labelMode}`;
     return this.remember(this.splits, id, () => openDatasetSplit(ref.dir, { dataset: ref.name, split: ref.split, labelMode: ref.labelMode }));
   }
 
   /**
    * Starts the model's worker threads on first use and keeps them. A job for another model or
-   * other key layers replaces them, because each thread runs one model.
+   * other key layers replaces them, because each thread runs one model. The model file must lie
+   * inside CACHEFLEET_FILE_ROOTS when that is set.
    */
   async model(ref: ModelRef): Promise<LoadedModel> {
+    await assertInsideFileRoots(ref.path, this.config.fileRoots, 'Model file', 'CACHEFLEET_FILE_ROOTS');
     const id = `${path.resolve(ref.path)}|${ref.keyLayers.join(',')}`;
     if (this.currentModel?.id !== id) {
       const previous = this.currentModel;
@@ -82,6 +88,16 @@ export class WorkerResources {
       this.engine = undefined;
     });
     return this.engine;
+  }
+
+  /**
+   * Returns the memory figures for the log line of each finished job: resident set and V8 heap in
+   * bytes, and the live TensorFlow.js tensors of this thread and of the latest model's extraction
+   * threads.
+   */
+  memoryFigures(): { rssBytes: number; heapUsedBytes: number; numTensors: number } {
+    const usage = process.memoryUsage();
+    return { rssBytes: usage.rss, heapUsedBytes: usage.heapUsed, numTensors: countTensors() + (this.latestPool?.numTensors ?? 0) };
   }
 
   /** Releases threads, the onnxruntime session and storage sockets; each step runs even if another fails. */
@@ -109,6 +125,7 @@ export class WorkerResources {
       backend: this.config.backend,
       logger: this.logger,
     });
+    this.latestPool = extractor;
     this.logger.info({ model: ref.path, engine: extractor.description, durationMs: Math.round(performance.now() - started) }, 'model loaded');
     return { extractor, fileSha256 };
   }

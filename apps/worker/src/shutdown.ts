@@ -9,6 +9,8 @@ export interface ActiveJob {
   job: Job;
   token: string | undefined;
   queue: string;
+  /** Set once shutdown has handed the job back to the queue. Its processor may still finish, and its result is discarded. */
+  released?: boolean;
 }
 
 export interface ShutdownOptions {
@@ -36,9 +38,11 @@ export async function shutdownGracefully(options: ShutdownOptions): Promise<numb
   const finished = await Promise.race([closed.then(() => true), sleep(options.deadlineMs).then(() => false)]);
 
   if (!finished) {
-    for (const [key, { job, token, queue }] of active) {
+    for (const [key, entry] of active) {
+      const { job, token, queue } = entry;
       try {
         await job.moveToWait(token);
+        entry.released = true;
         logger.warn({ jobId: job.id, queue, key }, 'active job released to the queue at the shutdown deadline');
       } catch (error) {
         logger.error({ err: error, jobId: job.id, queue }, 'could not release the active job; another worker takes it after the stalled-job check');

@@ -9,3 +9,4 @@ export * from './cache/index.js';
 export * from './store/index.js';
 export * from './local/index.js';
 export * from './jobs/index.js';
+export * from './robustness/index.js';

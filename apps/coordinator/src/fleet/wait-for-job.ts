@@ -11,7 +11,7 @@ export class FleetRunFailedError extends Error {
   constructor(
     message: string,
     /** Jobs from the awaited one down to the one whose own error failed the run. */
-    readonly chain: Array<{ queue: string; jobId: string; failedReason: string; attemptsMade: number }>,
+    readonly chain: Array<{ queue: string; jobId: string; failedReason: string; attemptsMade: number; /** Times the job lost its lock while active, such as when its worker died. */ stalls: number }>,
   ) {
     super(message);
     this.name = 'FleetRunFailedError';
@@ -59,9 +59,14 @@ export async function waitForJob(client: FleetClient, queue: FleetQueueName, job
 const CHILD_FAILED = /^child (.+) failed$/;
 // NOTE: BullMQ 6.7's reason for a job that lost its lock more than maxStalledCount times.
 const STALLED_TOO_OFTEN = 'job stalled more than allowable limit';
-const STALLED_HINT =
-  ". Its worker died or stopped renewing the job's lock on every attempt: look for crashes and out-of-memory kills in the workers' logs. " +
-  'CACHEFLEET_MAX_STALLED_COUNT sets how many such stalls a job survives';
+
+/** Explains BullMQ's reason for a job whose worker kept dying; BullMQ does not count such stalls as attempts. */
+function stalledHint(stalls: number): string {
+  return (
+    `. Its worker died or stopped renewing the job's lock ${stalls} times. ` +
+    "Look for crashes and out-of-memory kills in the workers' logs. CACHEFLEET_MAX_STALLED_COUNT sets how many such stalls a job survives"
+  );
+}
 
 /** Follows the failure from a parent to the child that caused it. */
 export async function explainFailure(client: FleetClient, queue: string, job: Job): Promise<FleetRunFailedError> {
@@ -70,7 +75,7 @@ export async function explainFailure(client: FleetClient, queue: string, job: Jo
 
   while (current !== undefined && chain.length < 10) {
     const reason = current.job.failedReason ?? 'no reason recorded';
-    chain.push({ queue: current.queue, jobId: current.job.id ?? '?', failedReason: reason, attemptsMade: current.job.attemptsMade });
+    chain.push({ queue: current.queue, jobId: current.job.id ?? '?', failedReason: reason, attemptsMade: current.job.attemptsMade, stalls: current.job.stalledCounter });
     const match = CHILD_FAILED.exec(reason);
     current = match === null ? undefined : await findJobByKey(client, match[1]);
   }
@@ -78,7 +83,7 @@ export async function explainFailure(client: FleetClient, queue: string, job: Jo
   const root = chain[0];
   const cause = chain[chain.length - 1];
   const attempts = cause.attemptsMade === 1 ? '1 attempt' : `${cause.attemptsMade} attempts`;
-  const reason = cause.failedReason === STALLED_TOO_OFTEN ? `${cause.failedReason}${STALLED_HINT}` : cause.failedReason;
+  const reason = cause.failedReason === STALLED_TOO_OFTEN ? `${cause.failedReason}${stalledHint(cause.stalls)}` : cause.failedReason;
   const message =
     chain.length === 1
       ? `Job ${root.jobId} (${root.queue}) failed after ${attempts}: ${reason}`

@@ -17,9 +17,9 @@ const labelModeSchema = z.enum(LABEL_MODES as [LabelMode, ...LabelMode[]]);
 /**
  * A request to build the keys of one record range of a dataset split into shards in object
  * storage. Paths (dataset, model) must be readable under the same names by the coordinator and
- * by every worker.
+ * by every worker. Unknown fields are rejected, so a misspelt option is not silently ignored.
  */
-export const cacheBuildRequestSchema = z.object({
+export const cacheBuildRequestSchema = z.strictObject({
   dataDir: z.string().min(1),
   dataset: datasetNameSchema.default('cifar10'),
   split: splitNameSchema,

@@ -1,11 +1,14 @@
 import { DEFAULT_QUERY_BLOCK_SIZE } from '../cache/score-cache.js';
 import { scoreShardPartials } from '../cache/shard-partials.js';
 import type { ScoringEngine } from '../cache/scoring-engine.js';
-import { CachefleetError } from '../errors.js';
+import { CachefleetError, isCachefleetError, type ErrorCode } from '../errors.js';
 import type { KeyShard } from '../store/shard-io.js';
 import type { ObjectStore } from '../storage/index.js';
+import { throwIfCancelled, type CancellationCheck } from './cancellation.js';
 import type { EvaluateJobData, EvaluateResult } from './evaluation-schemas.js';
+import { objectKeys } from './names.js';
 import { encodePartialResult, type PartialResult } from './partial-format.js';
+import type { ShardObjectRef } from './shard-objects.js';
 import type { ShardLoader } from './shard-cache.js';
 
 export interface EvaluateJobResources {
@@ -13,6 +16,8 @@ export interface EvaluateJobResources {
   engine: ScoringEngine;
   shards: ShardLoader;
   onProgress?: (keysScored: number, totalKeys: number) => void;
+  /** Checked before each shard is loaded and scored; a cancelled run stops the job with RUN_CANCELLED and writes no partials. */
+  isCancelled?: CancellationCheck;
 }
 
 interface QuerySlice {
@@ -33,20 +38,40 @@ export async function runEvaluateJob(data: EvaluateJobData, resources: EvaluateJ
   const { store, engine } = resources;
   const queries = await loadQuerySlice(data, resources);
 
+  const jobName = `Evaluate job of evaluation ${data.evaluationId}`;
   const group: KeyShard[] = [];
   for (const ref of data.cache.shards) {
-    const shard = await resources.shards.load(store, ref);
+    await throwIfCancelled(resources.isCancelled, jobName);
+    const shard = await loadListedShard(resources, ref);
     assertShardFits(shard, ref.key, data);
     group.push(shard);
   }
+  const loaded = performance.now();
 
+  // Shards are scored one call at a time so that the cancellation check runs between them.
+  // scoreShardPartials scores every shard on its own, so the partials are the same as from one call.
   const totalKeys = group.reduce((sum, shard) => sum + shard.header.count, 0);
   const scored = data.cache.shards.filter((_, i) => group[i].header.count > 0);
-  const partials = await scoreShardPartials(
-    engine,
-    group.map((shard) => ({ keys: shard.keys, labels: shard.labels, count: shard.header.count })),
-    { queries: queries.keys, numQueries: queries.count, dim: data.dim, numClasses: data.numClasses, thetas: data.thetas, onProgress: ({ keysScored }) => resources.onProgress?.(keysScored, totalKeys) },
-  );
+  const partials: Float32Array[] = [];
+  let keysBefore = 0;
+  for (const shard of group) {
+    if (shard.header.count === 0) continue;
+    await throwIfCancelled(resources.isCancelled, jobName);
+    const offset = keysBefore;
+    const [partial] = await scoreShardPartials(engine, [{ keys: shard.keys, labels: shard.labels, count: shard.header.count }], {
+      queries: queries.keys,
+      numQueries: queries.count,
+      dim: data.dim,
+      numClasses: data.numClasses,
+      thetas: data.thetas,
+      onProgress: ({ keysScored }) => resources.onProgress?.(offset + keysScored, totalKeys),
+    });
+    partials.push(partial);
+    keysBefore += shard.header.count;
+  }
+  await throwIfCancelled(resources.isCancelled, jobName);
+
+  const scoredAt = performance.now();
 
   const result: PartialResult = {
     header: {
@@ -72,6 +97,7 @@ export async function runEvaluateJob(data: EvaluateJobData, resources: EvaluateJ
     rowRange: data.queries.rowRange,
     shardRange: { start: first, end: data.cache.shards[data.cache.shards.length - 1].index + 1 },
     durationMs: Math.round(performance.now() - started),
+    stagesMs: { load: Math.round(loaded - started), score: Math.round(scoredAt - loaded), write: Math.round(performance.now() - scoredAt) },
   };
 }
 
@@ -79,20 +105,36 @@ async function* iterate(chunks: Uint8Array[]): AsyncGenerator<Uint8Array> {
   yield* chunks;
 }
 
-/** Copies rows [start, end) of the stacked query shards into one slice, loading only the shards it touches. */
+/**
+ * Copies rows [start, end) of the stacked query shards into one slice, loading only the shards it
+ * touches. Rows within one shard are returned as views of the shard's arrays, without a copy.
+ */
 async function loadQuerySlice(data: EvaluateJobData, resources: EvaluateJobResources): Promise<QuerySlice> {
   const { start, end } = data.queries.rowRange;
   const { dim, numClasses } = data;
   const count = end - start;
-  const slice: QuerySlice = { keys: new Float32Array(count * dim), logProbs: new Float32Array(count * numClasses), labels: new Int32Array(count), count };
 
   let shardStart = 0;
+  for (const ref of data.queries.shards) {
+    const shardEnd = shardStart + ref.count;
+    if (shardStart <= start && end <= shardEnd) {
+      const shard = await loadListedShard(resources, ref);
+      assertShardFits(shard, ref.key, data);
+      const from = start - shardStart;
+      const to = end - shardStart;
+      return { keys: shard.keys.subarray(from * dim, to * dim), logProbs: shard.logProbs.subarray(from * numClasses, to * numClasses), labels: shard.labels.subarray(from, to), count };
+    }
+    shardStart = shardEnd;
+  }
+
+  const slice: QuerySlice = { keys: new Float32Array(count * dim), logProbs: new Float32Array(count * numClasses), labels: new Int32Array(count), count };
+  shardStart = 0;
   for (const ref of data.queries.shards) {
     const shardEnd = shardStart + ref.count;
     const first = Math.max(start, shardStart);
     const last = Math.min(end, shardEnd);
     if (first < last) {
-      const shard = await resources.shards.load(resources.store, ref);
+      const shard = await loadListedShard(resources, ref);
       assertShardFits(shard, ref.key, data);
       const from = first - shardStart;
       const to = last - shardStart;
@@ -108,6 +150,29 @@ async function loadQuerySlice(data: EvaluateJobData, resources: EvaluateJobResou
     throw new CachefleetError('INVALID_ARGUMENT', `Query rows [${start}, ${end}) go beyond the ${shardStart} rows of the query store. Plan the evaluation again from its manifests.`, { start, end, rows: shardStart });
   }
   return slice;
+}
+
+// Codes of a shard that is missing or fails its size and SHA-256 checks.
+const DAMAGED_SHARD_CODES: readonly ErrorCode[] = ['CHECKSUM_MISMATCH', 'KEY_STORE_CORRUPT', 'OBJECT_NOT_FOUND'];
+
+/**
+ * Loads a shard that a manifest lists. A missing or damaged shard stays listed, and a resubmitted
+ * build that finds its manifest reuses it, so the error names the manifest to delete first.
+ */
+async function loadListedShard(resources: EvaluateJobResources, ref: ShardObjectRef): Promise<KeyShard> {
+  try {
+    return await resources.shards.load(resources.store, ref);
+  } catch (error) {
+    if (!isCachefleetError(error) || !DAMAGED_SHARD_CODES.includes(error.code)) throw error;
+    const buildId = /^builds\/([^/]+)\/shards\//.exec(ref.key)?.[1];
+    const manifest = buildId === undefined ? 'the key store manifest that lists it' : objectKeys.manifest(buildId);
+    throw new CachefleetError(
+      error.code,
+      `${error.message} To rebuild it, delete ${manifest} and submit the build again, then run the evaluation again.`,
+      { ...error.details, key: ref.key, manifest },
+      { cause: error },
+    );
+  }
 }
 
 /**

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 
 import { canonicalJson } from '../canonical-json.js';
-import { DEFAULT_LAMBDAS, DEFAULT_THETAS } from '../cache/index.js';
+import { DEFAULT_LAMBDAS, DEFAULT_QUERY_BLOCK_SIZE, DEFAULT_THETAS } from '../cache/index.js';
 import type { RecordRange } from '../datasets/index.js';
 import { CachefleetError } from '../errors.js';
 import { parsePreprocessingSpec } from '../preprocessing/index.js';
@@ -11,21 +11,37 @@ import type {
   AggregateJobData,
   CountedShardRef,
   EvaluateJobData,
+  EvaluateJobTemplate,
   EvaluationRole,
   ReportContext,
   ResolvedEvaluation,
   ResolvedStore,
   RolePlanSummary,
+  TuneJobData,
 } from './evaluation-schemas.js';
 import { readManifest } from './merge-job.js';
 import { jobIds, objectKeys } from './names.js';
 import { describePreprocessing } from './preprocessing-object.js';
 
-/** The jobs of one evaluation: evaluate jobs over (query slice × shard group) and their aggregate parent. */
+export interface PlannedEvaluateJob {
+  jobId: string;
+  data: EvaluateJobData;
+}
+
+/**
+ * The jobs of one evaluation. When θ, λ or the cache-only θ is tuned, the flow is the aggregate
+ * job, its tune child and the tune job's validation evaluate children. The tune job adds the test
+ * evaluate jobs to the aggregate job once it has chosen θ. Otherwise the test evaluate jobs are
+ * the aggregate job's children from the start.
+ */
 export interface EvaluationPlan {
   evaluationId: string;
   aggregate: { jobId: string; data: AggregateJobData };
-  evaluates: Array<{ jobId: string; data: EvaluateJobData }>;
+  tune: { jobId: string; data: TuneJobData } | undefined;
+  /** Evaluate jobs of the flow as added: the validation jobs when tuning, otherwise the test jobs. */
+  evaluates: PlannedEvaluateJob[];
+  /** Evaluate jobs of both roles, the test jobs that the tune job adds included. */
+  evaluateJobCount: number;
 }
 
 /** Derives an evaluation id from everything that determines its results (not from `reused`). */
@@ -42,8 +58,8 @@ export function deriveEvaluationId(evaluation: Omit<ResolvedEvaluation, 'evaluat
 /**
  * Plans an evaluation from its manifests. Checks that every key store was built with the same
  * model, key layers and preprocessing, and that queries are not cache items. Then cuts each
- * role's queries into slices of `querySliceSize` rows and its cache into groups of consecutive
- * shards within `shardGroupBytes`, and lists one evaluate job per (slice, group).
+ * role's queries into slices of at most `querySliceSize` rows and its cache into groups of
+ * consecutive shards within `shardGroupBytes`, and lists one evaluate job per (slice, group).
  */
 export async function planEvaluation(store: ObjectStore, evaluation: ResolvedEvaluation): Promise<EvaluationPlan> {
   const tuning = validateParameters(evaluation);
@@ -51,44 +67,73 @@ export async function planEvaluation(store: ObjectStore, evaluation: ResolvedEva
   const reference = manifests.get(evaluation.test.queries.manifest)!;
   assertCompatible(manifests, reference);
   if (!evaluation.allowOverlap) {
-    if (tuning.validationThetas !== undefined) assertDisjoint(evaluation.validation!, manifests, 'Validation');
+    if (tuning.fixedTestThetas === undefined) assertDisjoint(evaluation.validation!, manifests, 'Validation');
     assertDisjoint(evaluation.test, manifests, 'Test');
   }
 
-  const roles: Array<{ role: EvaluationRole; part: ResolvedEvaluation['test']; thetas: number[] }> = [];
-  if (tuning.validationThetas !== undefined) roles.push({ role: 'validation', part: evaluation.validation!, thetas: tuning.validationThetas });
-  roles.push({ role: 'test', part: evaluation.test, thetas: tuning.testThetas });
-
-  const evaluates: EvaluationPlan['evaluates'] = [];
-  const summaries: RolePlanSummary[] = [];
-  for (const { role, part, thetas } of roles) {
-    const planned = planRole(evaluation, manifests, role, part, thetas, reference);
-    evaluates.push(...planned.jobs);
-    summaries.push(planned.summary);
-  }
-
+  const test = planRole(evaluation, manifests, 'test', evaluation.test, reference);
+  const evaluationId = evaluation.evaluationId;
+  const aggregateJobId = jobIds.aggregate(evaluationId);
+  const fixed = { theta: evaluation.theta, lambda: evaluation.lambda, thetaCacheOnly: evaluation.thetaCacheOnly };
   const aggregateData: AggregateJobData = {
-    evaluationId: evaluation.evaluationId,
+    evaluationId,
     storageUrl: evaluation.storageUrl,
-    reportKey: objectKeys.report(evaluation.evaluationId),
+    reportKey: objectKeys.report(evaluationId),
     thetas: tuning.gridThetas,
     lambdas: tuning.lambdas,
-    fixed: { theta: evaluation.theta, lambda: evaluation.lambda, thetaCacheOnly: evaluation.thetaCacheOnly },
-    roles: summaries,
+    fixed,
+    test: test.summary,
+    ...(tuning.fixedTestThetas === undefined ? { tuneJobId: jobIds.tune(evaluationId) } : { testThetas: tuning.fixedTestThetas }),
     context: reportContext(evaluation, manifests, reference),
   };
-  return { evaluationId: evaluation.evaluationId, aggregate: { jobId: jobIds.aggregate(evaluation.evaluationId), data: aggregateData }, evaluates };
+  const aggregate = { jobId: aggregateJobId, data: aggregateData };
+
+  if (tuning.fixedTestThetas !== undefined) {
+    const evaluates = test.jobs.map((job) => withThetas(job, tuning.fixedTestThetas!));
+    return { evaluationId, aggregate, tune: undefined, evaluates, evaluateJobCount: evaluates.length };
+  }
+
+  const validation = planRole(evaluation, manifests, 'validation', evaluation.validation!, reference);
+  const tuneData: TuneJobData = {
+    evaluationId,
+    storageUrl: evaluation.storageUrl,
+    thetas: tuning.gridThetas,
+    lambdas: tuning.lambdas,
+    fixed,
+    validation: validation.summary,
+    aggregateJobId,
+    testJobs: test.jobs,
+  };
+  return {
+    evaluationId,
+    aggregate,
+    tune: { jobId: jobIds.tune(evaluationId), data: tuneData },
+    evaluates: validation.jobs.map((job) => withThetas(job, tuning.gridThetas)),
+    evaluateJobCount: validation.jobs.length + test.jobs.length,
+  };
+}
+
+/** Completes a planned evaluate job with the thetas it scores. */
+export function withThetas(template: EvaluateJobTemplate, thetas: number[]): PlannedEvaluateJob {
+  return { jobId: template.jobId, data: { ...template.data, thetas } };
+}
+
+/**
+ * Returns the θ values the test queries are scored with, as in the local run: θ of the cache
+ * model, then the cache-only θ when it differs.
+ */
+export function testThetasFor(theta: number, thetaCacheOnly: number): number[] {
+  return theta === thetaCacheOnly ? [theta] : [theta, thetaCacheOnly];
 }
 
 interface Tuning {
   gridThetas: number[];
   lambdas: number[];
-  /** Thetas scored on validation; undefined when θ, λ and the cache-only θ are all fixed. */
-  validationThetas: number[] | undefined;
-  testThetas: number[];
+  /** θ values of the test jobs when θ, λ and the cache-only θ are all fixed; undefined when the tune job chooses them. */
+  fixedTestThetas: number[] | undefined;
 }
 
-/** Applies the local run's rules for fixed and tuned parameters, and picks the thetas each role scores. */
+/** Applies the local run's rules for fixed and tuned parameters. */
 function validateParameters(evaluation: ResolvedEvaluation): Tuning {
   const { theta, lambda, thetaCacheOnly } = evaluation;
   if ((theta === undefined) !== (lambda === undefined)) {
@@ -101,16 +146,7 @@ function validateParameters(evaluation: ResolvedEvaluation): Tuning {
   if (tunes && evaluation.validation === undefined) {
     throw new CachefleetError('INVALID_ARGUMENT', 'The evaluation tunes θ, λ or the cache-only θ but has no validation part. Add validation queries and cache, or fix theta, lambda and thetaCacheOnly.', {});
   }
-
-  // θ is chosen only when the aggregate step runs, so test queries are scored for every θ the
-  // choice can return. Each θ's partials do not depend on the other θs scored with it (the
-  // scoring graph scans over θ), so this matches the local run's test scoring bit for bit.
-  const testThetas = tunes ? unique([...gridThetas, ...(theta === undefined ? [] : [theta]), ...(thetaCacheOnly === undefined ? [] : [thetaCacheOnly])]) : unique([theta!, thetaCacheOnly!]);
-  return { gridThetas, lambdas, validationThetas: tunes ? gridThetas : undefined, testThetas };
-}
-
-function unique(values: number[]): number[] {
-  return values.filter((value, index) => values.indexOf(value) === index);
+  return { gridThetas, lambdas, fixedTestThetas: tunes ? undefined : testThetasFor(theta!, thetaCacheOnly!) };
 }
 
 async function loadManifests(store: ObjectStore, evaluation: ResolvedEvaluation): Promise<Map<string, KeyStoreManifest>> {
@@ -157,14 +193,22 @@ function assertDisjoint(part: ResolvedEvaluation['test'], manifests: Map<string,
   }
 }
 
+/**
+ * Query slices of a role's last shard group, unless the role has fewer query blocks or more
+ * slices anyway. Workers take jobs in plan order, so the last group's jobs run last, and a worker
+ * that finishes early waits for the others before the next step (tuning, or the report) starts.
+ * Smaller jobs at the end shorten that wait to about a quarter of a whole-slice job. The cost is
+ * that several workers read the last group's shards.
+ */
+const TAIL_SLICES = 4;
+
 function planRole(
   evaluation: ResolvedEvaluation,
   manifests: Map<string, KeyStoreManifest>,
   role: EvaluationRole,
   part: ResolvedEvaluation['test'],
-  thetas: number[],
   reference: KeyStoreManifest,
-): { jobs: EvaluationPlan['evaluates']; summary: RolePlanSummary } {
+): { jobs: EvaluateJobTemplate[]; summary: RolePlanSummary } {
   const queryManifest = manifests.get(part.queries.manifest)!;
   const queryShards = queryManifest.shards.map(toCountedRef);
   const numQueries = queryManifest.count;
@@ -179,20 +223,18 @@ function planRole(
   }
 
   const slices = sliceRows(numQueries, evaluation.querySliceSize);
+  const tailSlices = slices.length >= TAIL_SLICES ? slices : sliceRowsInto(numQueries, TAIL_SLICES);
   const groups = groupShards(cacheShards, evaluation.shardGroupBytes);
-  const jobs: EvaluationPlan['evaluates'] = [];
-  // Group-major order: a worker that takes the next job of the queue usually finds the group's
-  // shards still loaded.
-  for (const group of groups) {
+  const jobs: EvaluateJobTemplate[] = [];
+  groups.forEach((group, g) => {
     const shardRange = { start: group[0].index, end: group[group.length - 1].index + 1 };
-    for (const rows of slices) {
+    for (const rows of g === groups.length - 1 ? tailSlices : slices) {
       jobs.push({
         jobId: jobIds.evaluate(evaluation.evaluationId, role, rows, shardRange),
         data: {
           evaluationId: evaluation.evaluationId,
           storageUrl: evaluation.storageUrl,
           role,
-          thetas,
           dim: reference.dim,
           numClasses: reference.numClasses,
           queries: { shards: queryShards, rowRange: rows },
@@ -201,18 +243,16 @@ function planRole(
         },
       });
     }
-  }
+  });
 
   return {
     jobs,
     summary: {
       role,
-      thetas,
       numQueries,
       scoredShards: cacheShards.filter((shard) => shard.count > 0).map((shard) => shard.index),
       shardCount: cacheShards.length,
       cacheKeys,
-      slices,
     },
   };
 }
@@ -221,11 +261,32 @@ function toCountedRef(ref: KeyStoreManifest['shards'][number]): CountedShardRef 
   return { key: ref.path, sha256: ref.sha256, bytes: ref.bytes, count: ref.count };
 }
 
-/** Cuts rows [0, total) into slices of `size` rows; the last may be shorter. */
-export function sliceRows(total: number, size: number): RecordRange[] {
-  const slices: RecordRange[] = [];
-  for (let start = 0; start < total; start += size) slices.push({ start, end: Math.min(start + size, total) });
-  return slices;
+/**
+ * Cuts rows [0, total) into the fewest slices of at most `maxRows` rows, of nearly equal size
+ * (see `sliceRowsInto`). `maxRows` must be a multiple of `blockSize`.
+ */
+export function sliceRows(total: number, maxRows: number, blockSize = DEFAULT_QUERY_BLOCK_SIZE): RecordRange[] {
+  if (maxRows % blockSize !== 0) throw new Error(`Slice size ${maxRows} is not a multiple of the block size ${blockSize}; this is a bug in cachefleet.`);
+  const blocks = Math.ceil(total / blockSize);
+  return sliceRowsInto(total, Math.ceil(blocks / (maxRows / blockSize)), blockSize);
+}
+
+/**
+ * Cuts rows [0, total) into `count` slices of whole `blockSize` blocks (the last block may be
+ * short), so every slice starts on a block boundary. The first `blocks % count` slices get one
+ * block more than the others. A count above the number of blocks gives one slice per block.
+ */
+export function sliceRowsInto(total: number, count: number, blockSize = DEFAULT_QUERY_BLOCK_SIZE): RecordRange[] {
+  const blocks = Math.ceil(total / blockSize);
+  const slices = Math.min(count, blocks);
+  const ranges: RecordRange[] = [];
+  let block = 0;
+  for (let i = 0; i < slices; i += 1) {
+    const size = Math.floor(blocks / slices) + (i < blocks % slices ? 1 : 0);
+    ranges.push({ start: block * blockSize, end: Math.min((block + size) * blockSize, total) });
+    block += size;
+  }
+  return ranges;
 }
 
 /** Groups consecutive shards whose bytes add up to at most `budget`; a larger shard forms a group alone. */

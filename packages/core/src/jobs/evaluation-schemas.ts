@@ -7,8 +7,12 @@ import { fleetIdSchema } from './names.js';
 
 const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 lowercase hex digits');
 
-/** Queries per evaluate job by default: 16 query blocks of the scoring engine. */
-export const DEFAULT_QUERY_SLICE_SIZE = 16 * DEFAULT_QUERY_BLOCK_SIZE;
+/**
+ * Maximum queries per evaluate job by default: 32 query blocks of the scoring engine (16,384
+ * queries, 805 MB at dim 12,288). A CIFAR split of 10,000 queries then fits one slice, so each
+ * cache shard is read by one evaluate job per role (the last group of a role excepted).
+ */
+export const DEFAULT_QUERY_SLICE_SIZE = 32 * DEFAULT_QUERY_BLOCK_SIZE;
 
 /** Default maximum of shard bytes one evaluate job loads (1 GiB). */
 export const DEFAULT_SHARD_GROUP_BYTES = 1024 ** 3;
@@ -24,15 +28,16 @@ export const keyStoreSourceSchema = z.union([
 ]);
 export type KeyStoreSource = z.input<typeof keyStoreSourceSchema>;
 
-const evaluationPartSchema = z.object({
+const evaluationPartSchema = z.strictObject({
   /** Query key store: a build without mirror images for test queries. */
   queries: keyStoreSourceSchema,
   /** Cache key stores, in cache order: their shards, one after the other, are the cache. */
   cache: z.array(keyStoreSourceSchema).min(1),
 });
 
-const thetaSchema = z.number().finite().positive();
-const lambdaSchema = z.number().min(0).max(1);
+const thetaSchema = z.number({ error: 'θ must be a finite number' }).positive('θ must be greater than 0');
+const lambdaSchema = z.number({ error: 'λ must be a finite number' }).min(0, 'λ must be between 0 and 1').max(1, 'λ must be between 0 and 1');
+const gridSchema = <T extends z.ZodType>(value: T) => z.array(value).min(1, 'the grid is empty: give at least one value, or leave it out for the default grid');
 
 const commonEvaluationFields = {
   storageUrl: z.string().min(1),
@@ -42,11 +47,12 @@ const commonEvaluationFields = {
   /** Fixed θ of the cache-only model; without it, it is tuned on validation. */
   thetaCacheOnly: thetaSchema.optional(),
   /** Tuning grids; default θ ∈ linspace(10, 90, 33), λ ∈ linspace(0.1, 0.9, 33). */
-  thetas: z.array(thetaSchema).min(1).optional(),
-  lambdas: z.array(lambdaSchema).min(1).optional(),
+  thetas: gridSchema(thetaSchema).optional(),
+  lambdas: gridSchema(lambdaSchema).optional(),
   /**
-   * Queries per evaluate job. A multiple of the scoring engine's query block, so that the
-   * blocks, and therefore every bit of the results, are those of the local run.
+   * Maximum queries per evaluate job; a role's queries are cut into slices of nearly equal size
+   * within it. A multiple of the scoring engine's query block, so that every slice starts on a
+   * block of the local run, and the blocks, and therefore every bit of the results, are the same.
    */
   querySliceSize: z
     .number()
@@ -65,8 +71,8 @@ const commonEvaluationFields = {
   classNames: z.array(z.string()).optional(),
 };
 
-/** An evaluation request from a user or from `cachefleet fleet paper`. */
-export const evaluationRequestSchema = z.object({
+/** An evaluation request from a user or from `cachefleet fleet paper`; unknown fields are rejected. */
+export const evaluationRequestSchema = z.strictObject({
   ...commonEvaluationFields,
   evaluationId: fleetIdSchema.optional(),
   test: evaluationPartSchema,
@@ -137,6 +143,8 @@ export const evaluateResultSchema = z.object({
   /** Global shard indices scored, half-open. */
   shardRange: recordRangeSchema,
   durationMs: z.number().nonnegative(),
+  /** Parts of `durationMs`: reading and checking queries and shards, scoring, encoding and writing the partials. */
+  stagesMs: z.object({ load: z.number().nonnegative(), score: z.number().nonnegative(), write: z.number().nonnegative() }).optional(),
 });
 export type EvaluateResult = z.infer<typeof evaluateResultSchema>;
 
@@ -167,28 +175,97 @@ export const reportContextSchema = z.object({
 });
 export type ReportContext = z.infer<typeof reportContextSchema>;
 
+/** What the aggregate and tune jobs need to know about one role's evaluate jobs to check and fold their partials. */
 export const rolePlanSummarySchema = z.object({
   role: z.enum(EVALUATION_ROLES),
-  thetas: z.array(thetaSchema).min(1),
   numQueries: z.number().int().positive(),
   /** Global indices of the cache shards that contain keys: each must be scored for every query. */
   scoredShards: z.array(z.number().int().nonnegative()).min(1),
   shardCount: z.number().int().positive(),
   cacheKeys: z.number().int().positive(),
-  slices: z.array(recordRangeSchema).min(1),
 });
 export type RolePlanSummary = z.infer<typeof rolePlanSummarySchema>;
 
-export const aggregateJobDataSchema = z.object({
+/** What one role's partials cover, reported per role in `fleet.coverage`. */
+export const roleCoverageSchema = z.object({
+  queries: z.number().int(),
+  queriesScored: z.number().int(),
+  shards: z.number().int(),
+  partialObjects: z.number().int(),
+  evaluateJobsMs: z.number(),
+  /** Sums of the evaluate jobs' `stagesMs`; absent when a job did not report them. */
+  evaluateStagesMs: z.object({ load: z.number(), score: z.number(), write: z.number() }).optional(),
+});
+
+const fixedParametersSchema = z.object({ theta: thetaSchema.optional(), lambda: lambdaSchema.optional(), thetaCacheOnly: thetaSchema.optional() });
+
+/** A test evaluate job as planned before tuning: its job data without the thetas, which the tune job sets. */
+export const evaluateJobTemplateSchema = z.object({ jobId: z.string().min(1), data: evaluateJobDataSchema.omit({ thetas: true }) });
+export type EvaluateJobTemplate = z.infer<typeof evaluateJobTemplateSchema>;
+
+/**
+ * Data of a tune job: a child of the aggregate job whose children are the validation evaluate
+ * jobs. It tunes θ and λ as the local run does, then adds the test evaluate jobs, scored with the
+ * chosen θ values only, as further children of the aggregate job.
+ */
+export const tuneJobDataSchema = z.object({
   evaluationId: fleetIdSchema,
   storageUrl: z.string().min(1),
-  reportKey: z.string().min(1),
+  /** Tuning grids; the validation queries were scored for every θ of `thetas`. */
   thetas: z.array(thetaSchema).min(1),
   lambdas: z.array(lambdaSchema).min(1),
-  fixed: z.object({ theta: thetaSchema.optional(), lambda: lambdaSchema.optional(), thetaCacheOnly: thetaSchema.optional() }),
-  roles: z.array(rolePlanSummarySchema).min(1),
-  context: reportContextSchema,
+  fixed: fixedParametersSchema,
+  validation: rolePlanSummarySchema,
+  aggregateJobId: z.string().min(1),
+  testJobs: z.array(evaluateJobTemplateSchema).min(1),
 });
+export type TuneJobData = z.infer<typeof tuneJobDataSchema>;
+
+/** The report's validation grid (see the local report schema). */
+const tuningGridSchema = z.object({
+  thetas: z.array(z.number()),
+  lambdas: z.array(z.number()),
+  accuracy: z.array(z.array(z.number())),
+  cacheOnlyAccuracy: z.array(z.number()),
+  baselineAccuracy: z.number(),
+  queries: z.number().int(),
+});
+
+/** Return value of a tune job: the chosen parameters and the validation figures of the report. */
+export const tuneResultSchema = z.object({
+  evaluationId: fleetIdSchema,
+  theta: thetaSchema,
+  lambda: lambdaSchema,
+  thetaCacheOnly: thetaSchema,
+  /** θ values of the test evaluate jobs: θ, then the cache-only θ when it differs, as in the local run. */
+  testThetas: z.array(thetaSchema).min(1),
+  grid: tuningGridSchema,
+  validationAccuracy: z.object({ baseline: z.number(), cache: z.number(), cacheOnly: z.number() }),
+  coverage: roleCoverageSchema,
+  /** Keys of the validation cache. */
+  cacheKeys: z.number().int().positive(),
+  /** Time of folding the validation partials and of tuning, in milliseconds. */
+  timingsMs: z.object({ fold: z.number(), tune: z.number() }),
+  testJobs: z.number().int().positive(),
+});
+export type TuneResult = z.infer<typeof tuneResultSchema>;
+
+export const aggregateJobDataSchema = z
+  .object({
+    evaluationId: fleetIdSchema,
+    storageUrl: z.string().min(1),
+    reportKey: z.string().min(1),
+    thetas: z.array(thetaSchema).min(1),
+    lambdas: z.array(lambdaSchema).min(1),
+    fixed: fixedParametersSchema,
+    test: rolePlanSummarySchema,
+    /** θ values of the test evaluate jobs when θ and the cache-only θ are both fixed. */
+    testThetas: z.array(thetaSchema).min(1).optional(),
+    /** Id of the tune child that chooses the test θ values, when they are tuned. */
+    tuneJobId: z.string().min(1).optional(),
+    context: reportContextSchema,
+  })
+  .refine((data) => (data.testThetas === undefined) !== (data.tuneJobId === undefined), 'give exactly one of testThetas and tuneJobId');
 export type AggregateJobData = z.infer<typeof aggregateJobDataSchema>;
 
 export const aggregateResultSchema = z.object({

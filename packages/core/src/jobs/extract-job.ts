@@ -5,6 +5,7 @@ import type { BatchExtractor } from '../local/extractor.js';
 import { encodeShard, type KeyShard } from '../store/shard-io.js';
 import type { ObjectStore } from '../storage/index.js';
 import type { ExtractJobData, ExtractResult } from './build-schemas.js';
+import { throwIfCancelled, type CancellationCheck } from './cancellation.js';
 import { getPreprocessingSpec } from './preprocessing-object.js';
 
 export interface ExtractJobResources {
@@ -16,6 +17,8 @@ export interface ExtractJobResources {
   /** SHA-256 of the model file as this worker reads it. */
   modelFileSha256: string;
   onProgress?: (done: number, total: number) => void;
+  /** Checked before and after every batch and before the upload; a cancelled run stops the job with RUN_CANCELLED and writes no shard. */
+  isCancelled?: CancellationCheck;
 }
 
 /**
@@ -23,9 +26,12 @@ export interface ExtractJobResources {
  * byte-identical to a local shard of the same range) and streams it to `data.shardKey`.
  */
 export async function runExtractJob(data: ExtractJobData, resources: ExtractJobResources): Promise<ExtractResult> {
-  const { store, split, extractor } = resources;
+  const { store, split } = resources;
   assertSameInputs(data, split, resources.modelFileSha256);
   validateRecordRange(data.recordRange, split.size, 'shard record range');
+  const jobName = `Extract job of build ${data.buildId}`;
+  const extractor = checkingEachBatch(resources.extractor, resources.isCancelled, jobName);
+  await throwIfCancelled(resources.isCancelled, jobName);
   const started = performance.now();
 
   const preprocessing = await getPreprocessingSpec(store, data.preprocessing);
@@ -41,6 +47,7 @@ export async function runExtractJob(data: ExtractJobData, resources: ExtractJobR
     onProgress: resources.onProgress,
   });
 
+  await throwIfCancelled(resources.isCancelled, jobName);
   const written = await store.put(data.shardKey, shardChunks(shard), { contentLength: shard.header.totalBytes });
   return {
     key: data.shardKey,
@@ -51,6 +58,28 @@ export async function runExtractJob(data: ExtractJobData, resources: ExtractJobR
     zeroKeyCount: shard.header.zeroKeyRecords.length,
     engine: extractor.description,
     durationMs: Math.round(performance.now() - started),
+  };
+}
+
+/**
+ * Wraps an extractor so that the cancellation check runs before and after every batch. The
+ * check after a batch matters because extractSegment keeps `concurrency` batches in flight, so
+ * the last ones of a shard start long before the job ends.
+ */
+function checkingEachBatch(extractor: BatchExtractor, isCancelled: CancellationCheck | undefined, jobName: string): BatchExtractor {
+  if (isCancelled === undefined) return extractor;
+  return {
+    featureSize: extractor.featureSize,
+    numClasses: extractor.numClasses,
+    description: extractor.description,
+    concurrency: extractor.concurrency,
+    extract: async (inputs, n) => {
+      await throwIfCancelled(isCancelled, jobName);
+      const batch = await extractor.extract(inputs, n);
+      await throwIfCancelled(isCancelled, jobName);
+      return batch;
+    },
+    close: () => extractor.close(),
   };
 }
 

@@ -21,6 +21,8 @@ export interface FleetSettings {
   backoffDelay: number;
   /** Time a worker is given on SIGTERM to finish its active jobs before releasing them, in milliseconds. */
   shutdownDeadline: number;
+  /** Finished jobs kept per queue and outcome (completed, failed), besides the one-week age limit. Older ones are removed first. */
+  jobRetentionCount: number;
 }
 
 export const DEFAULT_FLEET_SETTINGS: Readonly<FleetSettings> = Object.freeze({
@@ -32,6 +34,10 @@ export const DEFAULT_FLEET_SETTINGS: Readonly<FleetSettings> = Object.freeze({
   attempts: 3,
   backoffDelay: 5_000,
   shutdownDeadline: 30_000,
+  // Bounds Redis memory under a steady load, where the week-long age limit alone would keep
+  // every job of the week. A finished extract or merge job took about 4 KiB of Redis memory in
+  // test/reliability/load.int.test.ts, so 10,000 of them take about 40 MB.
+  jobRetentionCount: 10_000,
 });
 
 const ENV_NAMES: Record<keyof FleetSettings, string> = {
@@ -41,6 +47,7 @@ const ENV_NAMES: Record<keyof FleetSettings, string> = {
   attempts: 'CACHEFLEET_JOB_ATTEMPTS',
   backoffDelay: 'CACHEFLEET_BACKOFF_DELAY_MS',
   shutdownDeadline: 'CACHEFLEET_SHUTDOWN_DEADLINE_MS',
+  jobRetentionCount: 'CACHEFLEET_JOB_RETENTION_COUNT',
 };
 
 const settingsSchema = z.object({
@@ -50,6 +57,7 @@ const settingsSchema = z.object({
   attempts: z.number().int().min(1),
   backoffDelay: z.number().int().min(0),
   shutdownDeadline: z.number().int().min(0),
+  jobRetentionCount: z.number().int().min(1),
 });
 
 /** Reads the fleet settings from the environment variables in ENV_NAMES; unset ones keep their default. */
@@ -82,15 +90,16 @@ export function sharedWorkerOptions(settings: FleetSettings): { lockDuration: nu
 
 /**
  * Options of every fleet job, as plain data in BullMQ's JobsOptions shape. Finished jobs are
- * kept for a week so that a re-submitted build or evaluation finds them and their results.
+ * kept for a week so that a re-submitted build or evaluation finds them and their results, and
+ * at most `jobRetentionCount` of them per queue, so that Redis memory stays bounded.
  */
 export function fleetJobOptions(settings: FleetSettings, jobId: string): FleetJobOptions {
   return {
     jobId,
     attempts: settings.attempts,
     backoff: { type: 'exponential', delay: settings.backoffDelay },
-    removeOnComplete: { age: 7 * 24 * 3600 },
-    removeOnFail: { age: 7 * 24 * 3600 },
+    removeOnComplete: { age: 7 * 24 * 3600, count: settings.jobRetentionCount },
+    removeOnFail: { age: 7 * 24 * 3600, count: settings.jobRetentionCount },
   };
 }
 
@@ -106,7 +115,7 @@ export interface FleetJobOptions {
   jobId: string;
   attempts: number;
   backoff: { type: 'exponential'; delay: number };
-  removeOnComplete: { age: number };
-  removeOnFail: { age: number };
+  removeOnComplete: { age: number; count: number };
+  removeOnFail: { age: number; count: number };
   failParentOnFailure?: boolean;
 }

@@ -44,19 +44,29 @@ export function buildFlowSpec(build: BuildJobs, settings: FleetSettings, asChild
   };
 }
 
-/** Flow of an evaluation: `aggregate` with one `evaluate` child per (query slice, shard group). */
+/**
+ * Flow of an evaluation: `aggregate` with, when θ is tuned, one `tune` child whose children are
+ * the validation `evaluate` jobs (the tune job adds the test `evaluate` jobs to the aggregate
+ * job itself), or otherwise one test `evaluate` child per (query slice, shard group).
+ */
 export function evaluationFlowSpec(plan: EvaluationPlan, settings: FleetSettings): FlowNodeSpec {
+  const evaluates: FlowNodeSpec[] = plan.evaluates.map((evaluate) => ({
+    name: QUEUE_NAMES.evaluate,
+    queueName: QUEUE_NAMES.evaluate,
+    data: evaluate.data,
+    opts: fleetChildJobOptions(settings, evaluate.jobId),
+  }));
+  const children: FlowNodeSpec[] =
+    plan.tune === undefined
+      ? evaluates
+      : [{ name: QUEUE_NAMES.tune, queueName: QUEUE_NAMES.tune, data: plan.tune.data, opts: fleetChildJobOptions(settings, plan.tune.jobId), children: evaluates }];
+
   return {
     name: QUEUE_NAMES.aggregate,
     queueName: QUEUE_NAMES.aggregate,
     data: plan.aggregate.data,
     opts: fleetJobOptions(settings, plan.aggregate.jobId),
-    children: plan.evaluates.map((evaluate) => ({
-      name: QUEUE_NAMES.evaluate,
-      queueName: QUEUE_NAMES.evaluate,
-      data: evaluate.data,
-      opts: fleetChildJobOptions(settings, evaluate.jobId),
-    })),
+    children,
   };
 }
 

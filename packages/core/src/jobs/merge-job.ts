@@ -5,6 +5,7 @@ import type { ShardHeader } from '../store/shard-format.js';
 import { sha256Hex } from '../store/shard-format.js';
 import { isObjectNotFound, type ObjectStore } from '../storage/index.js';
 import type { ExtractResult, MergeJobData, MergeResult } from './build-schemas.js';
+import { throwIfCancelled, type CancellationCheck } from './cancellation.js';
 import { getPreprocessingSpec } from './preprocessing-object.js';
 import { verifyShardObject } from './shard-objects.js';
 
@@ -19,6 +20,8 @@ export interface NamedLock {
 export interface MergeJobResources {
   store: ObjectStore;
   lock: NamedLock;
+  /** Checked first and again under the lock before the manifest is written; a cancelled build gets no manifest. */
+  isCancelled?: CancellationCheck;
 }
 
 /**
@@ -29,6 +32,8 @@ export interface MergeJobResources {
  */
 export async function runMergeJob(data: MergeJobData, extracts: readonly ExtractResult[], resources: MergeJobResources): Promise<MergeResult> {
   const { store } = resources;
+  const jobName = `Merge job of build ${data.buildId}`;
+  await throwIfCancelled(resources.isCancelled, jobName);
   const byKey = new Map(extracts.map((result) => [result.key, result]));
   const refs: ShardRef[] = [];
   let zeroKeyCount = 0;
@@ -67,7 +72,10 @@ export async function runMergeJob(data: MergeJobData, extracts: readonly Extract
     extraction: { backend: engine, engine, durationMs },
   };
 
-  return resources.lock.withLock(`manifest-${data.buildId}`, () => writeManifestOnce(store, data, manifest));
+  return resources.lock.withLock(`manifest-${data.buildId}`, async () => {
+    await throwIfCancelled(resources.isCancelled, jobName);
+    return writeManifestOnce(store, data, manifest);
+  });
 }
 
 /** Writes the manifest unless one exists; an existing one must list the same shards. */

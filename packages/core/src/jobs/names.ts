@@ -12,7 +12,10 @@ export const QUEUE_NAMES = {
   merge: 'merge',
   evaluate: 'evaluate',
   aggregate: 'aggregate',
+  tune: 'tune',
   planEvaluation: 'plan-evaluation',
+  robustness: 'robustness',
+  robustnessAggregate: 'robustness-aggregate',
 } as const;
 
 export type FleetQueueKey = keyof typeof QUEUE_NAMES;
@@ -40,6 +43,7 @@ export const jobIds = {
   evaluate: (evaluationId: string, role: string, rows: RecordRange, shards: RecordRange): string =>
     `evaluate-${evaluationId}-${role}-q${rangePart(rows)}-s${rangePart(shards)}`,
   aggregate: (evaluationId: string): string => `aggregate-${evaluationId}`,
+  tune: (evaluationId: string): string => `tune-${evaluationId}`,
   planEvaluation: (evaluationId: string): string => `plan-${evaluationId}`,
 };
 

@@ -16,6 +16,8 @@ interface Pending {
 interface PoolThread {
   worker: Worker;
   busy: number;
+  /** Live TensorFlow.js tensors the thread reported after its latest forward pass. */
+  numTensors: number;
 }
 
 export interface ExtractionPoolOptions {
@@ -56,6 +58,11 @@ export class ExtractionPool implements BatchExtractor {
     return this.threads.length * 2;
   }
 
+  /** Live TensorFlow.js tensors in all threads, as of each thread's latest forward pass. */
+  get numTensors(): number {
+    return this.threads.reduce((sum, thread) => sum + thread.numTensors, 0);
+  }
+
   static async start(options: ExtractionPoolOptions): Promise<ExtractionPool> {
     const count = options.threads ?? os.availableParallelism();
     const batchSize = options.batchSize ?? 128;
@@ -83,7 +90,7 @@ export class ExtractionPool implements BatchExtractor {
   }
 
   private attach(worker: Worker): void {
-    const thread: PoolThread = { worker, busy: 0 };
+    const thread: PoolThread = { worker, busy: 0, numTensors: 0 };
     this.threads.push(thread);
 
     worker.on('message', (reply: ExtractionWorkerReply) => {
@@ -92,7 +99,10 @@ export class ExtractionPool implements BatchExtractor {
       if (pending === undefined) return;
       this.pending.delete(reply.id);
       thread.busy -= 1;
-      if (reply.type === 'result') pending.resolve(reply);
+      if (reply.type === 'result') {
+        thread.numTensors = reply.numTensors;
+        pending.resolve(reply);
+      }
       else pending.reject(toError(reply.error));
     });
     worker.on('error', (error) => this.failAll(error));

@@ -2,7 +2,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 
 import { CachefleetError } from '../errors.js';
 import { OnnxFeatureExtractor, type OnnxClassifier } from '../inference/index.js';
-import { FeatureExtractor, initBackend, loadModel, resolveKeyLayers, type BackendPreference, type ExtractionResult } from '../models/index.js';
+import { FeatureExtractor, countTensors, initBackend, loadModel, resolveKeyLayers, type BackendPreference, type ExtractionResult } from '../models/index.js';
 
 /**
  * Worker thread of `ExtractionPool`: starts one extractor and replies to each `run` message with
@@ -18,7 +18,7 @@ export type ExtractionWorkerRequest = { type: 'run'; id: number; inputs: Float32
 
 export type ExtractionWorkerReply =
   | { type: 'ready'; backend: string; featureSize: number; numClasses: number }
-  | { type: 'result'; id: number; logits: Float32Array; probabilities: Float32Array; features: Float32Array }
+  | { type: 'result'; id: number; logits: Float32Array; probabilities: Float32Array; features: Float32Array; /** Live tensors in the thread after the pass (0 for onnxruntime). */ numTensors: number }
   | { type: 'error'; id: number; error: { code?: string; message: string; details?: Record<string, unknown> } };
 
 interface WorkerExtractor {
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
     queue = queue.then(async () => {
       try {
         const result = await extractor.run(request.inputs, request.n, data.batchSize);
-        const reply: ExtractionWorkerReply = { type: 'result', id: request.id, ...result };
+        const reply: ExtractionWorkerReply = { type: 'result', id: request.id, ...result, numTensors: countTensors() };
         port.postMessage(reply, [result.logits.buffer, result.probabilities.buffer, result.features.buffer] as ArrayBuffer[]);
       } catch (error) {
         port.postMessage({ type: 'error', id: request.id, error: serializeError(error) } satisfies ExtractionWorkerReply);

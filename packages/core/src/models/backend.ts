@@ -143,3 +143,8 @@ async function trySetBackend(name: string): Promise<boolean> {
 export function getActiveBackend(): BackendInfo | undefined {
   return activeBackend;
 }
+
+/** Returns the number of live TensorFlow.js tensors in this thread; 0 before any backend runs, because asking then would start one. */
+export function countTensors(): number {
+  return tf.engine().backendName == null ? 0 : tf.memory().numTensors;
+}

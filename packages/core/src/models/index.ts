@@ -1,4 +1,4 @@
-export { BACKEND_PREFERENCES, getActiveBackend, initBackend } from './backend.js';
+export { BACKEND_PREFERENCES, countTensors, getActiveBackend, initBackend } from './backend.js';
 export type { BackendInfo, BackendPreference } from './backend.js';
 export { FeatureExtractor } from './extractor.js';
 export type { ExtractionResult, LogitsSource } from './extractor.js';

@@ -1,4 +1,5 @@
 export { FileObjectStore } from './file-store.js';
+export { assertInsideFileRoots, parseFileRoots } from './file-roots.js';
 export { MAX_KEY_BYTES, validateKeyPrefix, validateObjectKey } from './object-key.js';
 export {
   DEFAULT_GET_BYTES_MAX,
