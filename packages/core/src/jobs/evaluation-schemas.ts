@@ -1,6 +1,7 @@
 import { z } from 'zod';
 
 import { DEFAULT_QUERY_BLOCK_SIZE } from '../cache/index.js';
+import { reportSegmentSchema } from '../local/report.js';
 import { keyLayerRefSchema } from '../store/key-store-manifest.js';
 import { cacheBuildRequestSchema, recordRangeSchema } from './build-schemas.js';
 import { fleetIdSchema } from './names.js';
@@ -147,19 +148,6 @@ export const evaluateResultSchema = z.object({
   stagesMs: z.object({ load: z.number().nonnegative(), score: z.number().nonnegative(), write: z.number().nonnegative() }).optional(),
 });
 export type EvaluateResult = z.infer<typeof evaluateResultSchema>;
-
-const reportSegmentSchema = z.object({
-  role: z.string(),
-  storeId: z.string(),
-  dataset: z.string(),
-  split: z.string(),
-  recordRange: z.object({ start: z.number().int(), end: z.number().int() }),
-  includesMirrors: z.boolean(),
-  shards: z.number().int(),
-  keys: z.number().int(),
-  zeroKeys: z.number().int(),
-  reused: z.boolean(),
-});
 
 /** Report fields that the aggregate step needs besides the partials. */
 export const reportContextSchema = z.object({

@@ -19,7 +19,7 @@ const gridSchema = z.object({
   queries: z.number().int(),
 });
 
-const segmentSchema = z.object({
+export const reportSegmentSchema = z.object({
   role: z.string(),
   storeId: z.string(),
   dataset: z.string(),
@@ -66,7 +66,7 @@ export const reportSchema = z.object({
     cacheComposition: z.object({
       validation: z.object({ keys: z.number().int(), queries: z.number().int() }).nullable(),
       test: z.object({ keys: z.number().int(), queries: z.number().int() }),
-      segments: z.array(segmentSchema),
+      segments: z.array(reportSegmentSchema),
     }),
     backend: z.string(),
     extractionEngine: z.string(),
@@ -83,4 +83,4 @@ export const reportSchema = z.object({
 });
 
 export type EvaluationReport = z.infer<typeof reportSchema>;
-export type ReportSegment = z.infer<typeof segmentSchema>;
+export type ReportSegment = z.infer<typeof reportSegmentSchema>;
