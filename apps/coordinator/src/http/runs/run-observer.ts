@@ -57,12 +57,15 @@ export async function observeRun(client: FleetClient, store: ObjectStore, record
   }
 
   const rootState = await root.job.getState();
-  if (rootState === 'completed') {
-    return { state: 'completed', stages, errors: [], result: (root.job.returnvalue ?? null) as Record<string, unknown> | null };
-  }
-  if (rootState === 'failed') {
+  if (rootState === 'completed' || rootState === 'failed') {
+    // The job may have finished after it was read in findRoot, when its return value and
+    // failure reason were still empty, so it is read again.
+    const finished: RootJob = { ...root, job: (await client.getJob(root.queue, root.jobId)) ?? root.job };
+    if (rootState === 'completed') {
+      return { state: 'completed', stages, errors: [], result: (finished.job!.returnvalue ?? null) as Record<string, unknown> | null };
+    }
     if (cancelRequested) return { state: anyActive ? 'cancelling' : 'cancelled', stages, errors: [], result: null };
-    return { state: 'failed', stages, errors: [await describeFailure(client, root)], result: null };
+    return { state: 'failed', stages, errors: [await describeFailure(client, finished)], result: null };
   }
   if (cancelRequested) return { state: 'cancelling', stages, errors: [], result: null };
 
