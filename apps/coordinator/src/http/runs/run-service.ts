@@ -29,6 +29,12 @@ export interface RunServiceOptions {
   /** Absolute folders that requests may name datasets and models in (CACHEFLEET_FILE_ROOTS); undefined allows every path. */
   fileRoots?: readonly string[];
   logger: Logger;
+  /**
+   * Milliseconds for which a status read may return the last observation of a live run instead
+   * of reading its jobs from Redis again. Default 250. Under many reads of the same run this
+   * bounds the Redis work per run to a few observations per second.
+   */
+  statusMaxAgeMs?: number;
 }
 
 export interface SubmitOutcome {
@@ -54,6 +60,8 @@ export class RunService {
   /** Records of runs that are not final, kept to refresh them without reading storage. */
   private readonly live = new Map<string, RunRecord>();
   private readonly refreshing = new Map<string, Promise<RunRecord>>();
+  /** When each live run was last observed, in milliseconds since the epoch. */
+  private readonly observedAt = new Map<string, number>();
   private submissionQueue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: RunServiceOptions) {
@@ -109,7 +117,11 @@ export class RunService {
     if (record === undefined) {
       throw new CachefleetError('RUN_NOT_FOUND', `Run ${runId} does not exist. List the runs with GET /api/v1/runs (or \`cachefleet runs\`).`, { runId });
     }
-    return isFinalState(record.state) ? record : this.refresh(record);
+    if (isFinalState(record.state)) return record;
+
+    const observed = this.observedAt.get(runId);
+    if (observed !== undefined && Date.now() - observed < (this.options.statusMaxAgeMs ?? 250)) return record;
+    return this.refresh(record);
   }
 
   /** Lists runs newest first; live runs show their last refreshed state. */
@@ -135,6 +147,7 @@ export class RunService {
     await markCancelled(this.options.client, marked);
     await this.runs.put(marked);
     this.live.set(runId, marked);
+    this.observedAt.delete(runId);
     this.options.logger.info({ runId, kind: record.kind, previousState: record.state }, 'run cancellation requested');
 
     await removeQueuedJobs(this.options.client, marked, this.options.logger);
@@ -183,6 +196,7 @@ export class RunService {
     // A cancellation or a new submission may replace the record while Redis is read. The
     // observation then belongs to the old record, so it is taken again from the new one.
     let record = initial;
+    const started = Date.now();
     let observation = await observeRun(this.options.client, this.options.store, record);
     let latest = this.live.get(record.runId) ?? record;
     while (latest !== record && isNewerRecord(latest, record)) {
@@ -192,16 +206,21 @@ export class RunService {
     }
 
     const changed = JSON.stringify([observation.state, observation.stages, observation.errors, observation.result]) !== JSON.stringify([record.state, record.stages, record.errors, record.result]);
-    if (!changed) return record;
+    if (!changed) {
+      if (this.live.get(record.runId) === record) this.observedAt.set(record.runId, started);
+      return record;
+    }
 
     const now = new Date().toISOString();
     const updated: RunRecord = { ...record, ...observation, updatedAt: now, finishedAt: isFinalState(observation.state) ? now : null };
     await this.runs.put(updated);
     if (isFinalState(updated.state)) {
       this.live.delete(updated.runId);
+      this.observedAt.delete(updated.runId);
       this.options.logger.info({ runId: updated.runId, kind: updated.kind, state: updated.state, errors: updated.errors.map((error) => error.code) }, 'run finished');
     } else {
       this.live.set(updated.runId, updated);
+      this.observedAt.set(updated.runId, started);
     }
     return updated;
   }
@@ -251,6 +270,7 @@ export class RunService {
 
     const record: RunRecord = { ...fresh, ...observation, finishedAt: isFinalState(observation.state) ? now : null };
     await this.runs.put(record);
+    this.observedAt.delete(runId);
     if (isFinalState(record.state)) this.live.delete(runId);
     else this.live.set(runId, record);
     this.options.logger.info({ runId, kind, state: record.state, submissions: record.submissions, builds: record.builds.map((build) => ({ buildId: build.buildId, status: build.status })) }, 'run submitted');

@@ -1,0 +1,238 @@
+#!/usr/bin/env node
+/**
+ * Load benchmark of the coordinator API: `cachefleet serve` in its own process, live runs
+ * shaped like the CIFAR-10 protocol of Orhan (2018) submitted through the API, then a fixed rate
+ * of run-status reads (`GET /api/v1/runs/RUN`, spread over the runs) from autocannon on
+ * loopback. It prints the latency percentiles, the achieved rate, errors and non-2xx responses,
+ * and the server's memory.
+ *
+ * Status reads of a live run are the expensive ones: each reads the run's jobs from Redis,
+ * while reads of a finished run come from memory. Without workers every run stays queued, so
+ * every read is of that kind. With `--workers`, workers run the jobs during the load, as on
+ * a coordinator that shares its machine with workers.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+import autocannon from 'autocannon';
+import { Queue } from 'bullmq';
+import { Command, InvalidArgumentError } from 'commander';
+import { Redis } from 'ioredis';
+
+import { FLEET_QUEUE_NAMES } from '@cachefleet/core';
+
+import { startLocalWorkers, type LocalWorkers } from '../fleet/local-workers.js';
+
+interface LoadOptions {
+  rate: number;
+  duration: number;
+  connections: number;
+  builds: number;
+  workers: number;
+  redis: string;
+  shared: string;
+  json: boolean;
+}
+
+const cliPath = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli.js');
+
+function positiveInteger(value: string): number {
+  const number = Number(value);
+  if (!Number.isInteger(number) || number < 1) throw new InvalidArgumentError(`"${value}" is not a positive integer.`);
+  return number;
+}
+
+function nonNegativeInteger(value: string): number {
+  const number = Number(value);
+  if (!Number.isInteger(number) || number < 0) throw new InvalidArgumentError(`"${value}" is not an integer of 0 or more.`);
+  return number;
+}
+
+/**
+ * Starts `cachefleet serve` on a free loopback port and waits for the log line that carries
+ * its URL.
+ */
+async function startServer(args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [cliPath, 'serve', ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const lines = createInterface({ input: child.stderr! });
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('The coordinator did not log "coordinator API listening" within 60 s. Run `cachefleet serve` by hand to see why.')), 60_000);
+    child.once('exit', (code) => reject(new Error(`The coordinator exited with code ${String(code)} before it listened. Run \`cachefleet serve\` by hand to see why.`)));
+    lines.on('line', (line) => {
+      const entry = JSON.parse(line) as { msg?: string; url?: string; level?: number };
+      if (entry.level !== undefined && entry.level >= 50) process.stderr.write(`coordinator: ${line}\n`);
+      if (entry.msg === 'coordinator API listening' && entry.url !== undefined) {
+        clearTimeout(timer);
+        resolve(entry.url);
+      }
+    });
+  });
+  return { child, url };
+}
+
+/** Submits a run through the API and returns its id. */
+async function submitRun(url: string, token: string, kind: 'cache-builds' | 'evaluations', body: unknown): Promise<string> {
+  const response = await fetch(`${url}/api/v1/runs/${kind}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const payload = (await response.json()) as { runId?: string; error?: { message: string } };
+  if (!response.ok || payload.runId === undefined) throw new Error(`POST /api/v1/runs/${kind} failed with ${response.status}: ${payload.error?.message ?? 'no error message'}`);
+  return payload.runId;
+}
+
+/**
+ * Submits the runs that the load reads. One is an evaluation with the record ranges of Orhan's
+ * (2018) CIFAR-10 protocol on ResNet32: a training cache of 45,000 records with mirrors, plus
+ * validation and test builds, for 12 extract jobs and a plan job. The others are `builds` cache
+ * builds of 10 shards each.
+ */
+async function submitRuns(url: string, token: string, options: LoadOptions): Promise<string[]> {
+  const dataDir = path.join(options.shared, 'data', 'cifar-10-batches-bin');
+  const modelPath = path.join(options.shared, 'models', 'keras-cifar10', 'cifar10_ResNet32v1_model.150.h5');
+  const build = (split: 'train' | 'test', start: number, end: number, includeMirrors: boolean) => ({ dataDir, split, recordRange: { start, end }, shardRecords: 5000, modelPath, keyLayers: [82, 92, 103], includeMirrors });
+
+  const trainCache = build('train', 0, 45_000, true);
+  const runIds = [
+    await submitRun(url, token, 'evaluations', {
+      validation: { queries: { build: build('train', 45_000, 50_000, true) }, cache: [{ build: trainCache }] },
+      test: { queries: { build: build('test', 0, 10_000, false) }, cache: [{ build: trainCache }, { build: build('train', 45_000, 50_000, true) }] },
+    }),
+  ];
+  for (let index = 0; index < options.builds; index += 1) {
+    // Ranges of 500 records in shards of 50 keep the builds distinct from the evaluation's.
+    runIds.push(await submitRun(url, token, 'cache-builds', { ...build('test', index * 500, (index + 1) * 500, false), shardRecords: 50 }));
+  }
+  return runIds;
+}
+
+/** Reads the coordinator's resident memory in bytes from /proc (Linux), or undefined elsewhere. */
+async function residentBytes(pid: number | undefined): Promise<number | undefined> {
+  if (pid === undefined) return undefined;
+  try {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8');
+    const kib = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
+    return kib === undefined ? undefined : Number(kib) * 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Counts the runs by state, as the API returns them. */
+async function countStates(url: string, token: string, runIds: string[]): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  for (const runId of runIds) {
+    const response = await fetch(`${url}/api/v1/runs/${runId}`, { headers: { authorization: `Bearer ${token}` } });
+    const { state } = (await response.json()) as { state: string };
+    counts[state] = (counts[state] ?? 0) + 1;
+  }
+  return counts;
+}
+
+/**
+ * Obliterates the benchmark's queues, then deletes any other key under its prefix (locks,
+ * cancellation marks) with SCAN. Other prefixes of the Redis are never touched.
+ */
+async function removePrefix(redisUrl: string, prefix: string): Promise<void> {
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
+  try {
+    for (const name of FLEET_QUEUE_NAMES) {
+      const queue = new Queue(name, { connection: redis, prefix });
+      await queue.obliterate({ force: true });
+      await queue.close();
+    }
+    for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 1000 })) {
+      if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
+    }
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function main(): Promise<void> {
+  const program = new Command('api-load')
+    .description('Load benchmark of the coordinator API: run-status reads at a fixed rate against live runs.')
+    .option('--rate <n>', 'requests per second over all connections', positiveInteger, 200)
+    .option('--duration <s>', 'seconds of load', positiveInteger, 30)
+    .option('--connections <n>', 'concurrent HTTP connections', positiveInteger, 10)
+    .option('--builds <n>', 'cache-build runs besides the paper-protocol evaluation', nonNegativeInteger, 8)
+    .option('--workers <n>', 'worker processes that run the jobs during the load (0: runs stay queued)', nonNegativeInteger, 0)
+    .option('--redis <url>', 'Redis of the fleet; the benchmark uses a prefix of its own and removes it (env REDIS_URL)', process.env.REDIS_URL ?? 'redis://127.0.0.1:6379')
+    .option('--shared <dir>', 'folder with data/cifar-10-batches-bin and models/keras-cifar10 (env CACHEFLEET_SHARED)', process.env.CACHEFLEET_SHARED ?? '../shared')
+    .option('--json', 'print the result as JSON', false);
+  const options = program.parse().opts<LoadOptions>();
+  options.shared = path.resolve(options.shared);
+
+  const tmpDir = await mkdtemp(path.join(os.tmpdir(), 'cachefleet-api-load-'));
+  const prefix = `cachefleet-bench-api-${randomBytes(4).toString('hex')}`;
+  const token = randomBytes(24).toString('base64url');
+  const storage = path.join(tmpDir, 'objects');
+  const env = { ...process.env, REDIS_URL: options.redis, CACHEFLEET_QUEUE_PREFIX: prefix, CACHEFLEET_STORAGE_URL: storage, CACHEFLEET_LOG_LEVEL: 'info' };
+  let server: { child: ChildProcess; url: string } | undefined;
+  let workers: LocalWorkers | undefined;
+
+  try {
+    server = await startServer(['--port', '0', '--redis', options.redis, '--prefix', prefix, '--storage', storage, '--store', path.join(tmpDir, 'store'), '--file-roots', options.shared], { ...env, CACHEFLEET_API_TOKEN: token });
+    const runIds = await submitRuns(server.url, token, options);
+    if (options.workers > 0) workers = startLocalWorkers({ count: options.workers, env, stderr: 'ignore' });
+    const rssBefore = await residentBytes(server.child.pid);
+
+    let next = 0;
+    const result = await autocannon({
+      url: server.url,
+      connections: options.connections,
+      overallRate: options.rate,
+      duration: options.duration,
+      headers: { authorization: `Bearer ${token}` },
+      requests: [{ method: 'GET', setupRequest: (request) => ({ ...request, path: `/api/v1/runs/${runIds[next++ % runIds.length]}` }) }],
+    });
+    const rssAfter = await residentBytes(server.child.pid);
+    const states = await countStates(server.url, token, runIds);
+
+    const summary = {
+      prefix,
+      machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cpus: os.availableParallelism(), node: process.version, loadAverage: os.loadavg().map((load) => Number(load.toFixed(2))) },
+      settings: { rate: options.rate, duration: options.duration, connections: options.connections, runs: runIds.length, workers: options.workers },
+      runStatesAfter: states,
+      requests: result.requests.total,
+      requestsPerSecond: result.requests.average,
+      latencyMs: { p50: result.latency.p50, p90: result.latency.p90, p99: result.latency.p99, max: result.latency.max },
+      errors: result.errors,
+      timeouts: result.timeouts,
+      non2xx: result.non2xx,
+      serverRssBytes: { before: rssBefore, after: rssAfter },
+    };
+    if (options.json) {
+      process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+    } else {
+      const mib = (bytes: number | undefined) => (bytes === undefined ? 'n/a' : `${(bytes / 2 ** 20).toFixed(0)} MiB`);
+      process.stdout.write(
+        [
+          `machine: ${summary.machine.cpu}, ${summary.machine.cpus} CPUs, Node ${summary.machine.node}, load average after ${summary.machine.loadAverage.join(' ')}`,
+          `load: GET /api/v1/runs/RUN over ${runIds.length} live runs, ${options.rate} requests/s for ${options.duration} s on ${options.connections} connections, ${options.workers} workers`,
+          `runs after the load: ${Object.entries(states).map(([state, count]) => `${count} ${state}`).join(', ')}`,
+          `requests: ${summary.requests} (${summary.requestsPerSecond.toFixed(1)}/s), errors ${summary.errors}, timeouts ${summary.timeouts}, non-2xx ${summary.non2xx}`,
+          `latency (ms): p50 ${summary.latencyMs.p50}, p90 ${summary.latencyMs.p90}, p99 ${summary.latencyMs.p99}, max ${summary.latencyMs.max}`,
+          `coordinator RSS: ${mib(rssBefore)} before, ${mib(rssAfter)} after`,
+        ].join('\n') + '\n',
+      );
+    }
+    if (summary.errors > 0 || summary.timeouts > 0 || summary.non2xx > 0) process.exitCode = 1;
+  } finally {
+    await workers?.stop(30_000);
+    if (server !== undefined && server.child.exitCode === null) {
+      server.child.kill('SIGTERM');
+      await once(server.child, 'exit');
+    }
+    await removePrefix(options.redis, prefix);
+    await rm(tmpDir, { recursive: true, force: true });
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`api-load: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exitCode = 1;
+});
