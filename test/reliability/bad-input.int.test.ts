@@ -23,8 +23,10 @@ import {
 } from '@cachefleet/core';
 
 import { BuildResolver } from '../../apps/coordinator/src/fleet/resolve-build.js';
+import { startCoordinatorServer, type CoordinatorServer } from '../../apps/coordinator/src/http/server.js';
 import { submitCacheBuild, submitEvaluation, waitForEvaluation } from '../../apps/coordinator/src/fleet/submit.js';
 import { FleetRunFailedError, waitForJob } from '../../apps/coordinator/src/fleet/wait-for-job.js';
+import { randomToken } from '../http/coordinator-harness.js';
 import { requireSharedData, resnet20Path, sharedDir } from '../support/shared.js';
 import { appendBytes, copyDataset, setCifar10Label, truncateFile, writeCifarTinyModel } from './support/bad-input-fixtures.js';
 import { startReliabilityFleet, type ReliabilityFleet } from './support/reliability-fleet.js';
@@ -63,6 +65,9 @@ interface BadInputCase {
 }
 
 const FLEET_ENV = { CACHEFLEET_LOCK_DURATION_MS: '2000', CACHEFLEET_STALLED_INTERVAL_MS: '1000' };
+/** Body limit of the test's coordinator API, in bytes: small, so that an oversized body is cheap to send. */
+const API_BODY_LIMIT = 8192;
+const API_TOKEN = randomToken();
 const KEY_LAYERS = [49, 57, 64];
 const repositoryRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -80,6 +85,8 @@ describe('bad input', () => {
   let apiSink: http.Server;
   let apiSinkUrl: string;
   let apiRequests = 0;
+  // The coordinator API on the test's fleet, for the cases the HTTP layer rejects.
+  let api: CoordinatorServer;
   const models: Record<string, string> = {};
   const manifests: Record<string, string> = {};
   const table: Array<{ name: string; outcome: Outcome }> = [];
@@ -128,6 +135,15 @@ describe('bad input', () => {
     fleet.startWorkers(2, { CACHEFLEET_FILE_ROOTS: `${fixtures},${sharedDir}` });
     resolver = new BuildResolver((url) => fleet.open(url), storeDir, fleet.logger);
     store = await fleet.open(storageUrl);
+    api = await startCoordinatorServer({
+      settings: { host: '127.0.0.1', port: 0, token: API_TOKEN, metricsAuth: 'token', sessionTtlSeconds: 3600, bodyLimit: API_BODY_LIMIT, trustProxy: false, dashboardActions: false },
+      client: fleet.client,
+      store,
+      storageUrl,
+      statisticsDir: storeDir,
+      fileRoots: [fixtures, sharedDir],
+      logger: fleet.logger,
+    });
 
     // A small synthetic CIFAR-10 (5 × 20 training and 10 test records) and tiny models.
     dataDir = await writeSyntheticDataset(fixtures, { dataset: 'cifar10' });
@@ -163,9 +179,10 @@ describe('bad input', () => {
 
   afterAll(async () => {
     if (table.length > 0) {
-      const rows = table.map(({ name, outcome }) => `| ${name} | ${outcome.layer} | ${outcome.code} | ${outcome.attempts ?? ''} | ${outcome.message.replace(/\|/g, '\\|').replace(/\s+/g, ' ').slice(0, 400)} |`);
+      const rows = table.map(({ name, outcome }) => `| ${name} | ${outcome.layer}${outcome.status === undefined ? '' : ` ${outcome.status}`} | ${outcome.code} | ${outcome.attempts ?? ''} | ${outcome.message.replace(/\|/g, '\\|').replace(/\s+/g, ' ').slice(0, 400)} |`);
       process.stderr.write(`bad input table:\n| case | layer | code | attempts | message |\n| --- | --- | --- | --- | --- |\n${rows.join('\n')}\n`);
     }
+    await api?.close();
     await fleet?.stop();
     apiSink?.close();
     if (outside !== undefined) await rm(outside, { recursive: true, force: true });
@@ -208,6 +225,17 @@ describe('bad input', () => {
     const usage = /^error: ([\s\S]*)/m.exec(stderr);
     if (usage === null || apiRequests !== requestsBefore) throw new Error(`cachefleet ${args.join(' ')} was not rejected by its option parser (${apiRequests - requestsBefore} API requests): ${stderr}`);
     return { layer: 'cli', code: 'USAGE', message: usage[1].trim() };
+  }
+
+  /**
+   * Posts a raw JSON body to the coordinator API's route for new runs of a kind and reads the
+   * error response. The API returns errors as `{ "error": { "code", "message" } }`.
+   */
+  async function viaHttp(kind: 'cache-builds' | 'evaluations', body: string): Promise<Outcome> {
+    const response = await fetch(`${api.url}/api/v1/runs/${kind}`, { method: 'POST', headers: { authorization: `Bearer ${API_TOKEN}`, 'content-type': 'application/json' }, body });
+    if (response.ok) throw new Error(`POST /api/v1/runs/${kind} was accepted (${response.status}), but the case expects a rejection.`);
+    const error = ((await response.json()) as { error?: { code?: string; message?: string } }).error;
+    return { layer: 'http', status: response.status, code: error?.code ?? '(no code)', message: error?.message ?? '(no message)' };
   }
 
   /** Adds a flow as given, bypassing the coordinator's checks, as a tampered or foreign queue entry would. */
@@ -483,9 +511,58 @@ describe('bad input', () => {
       fix: /Use a relative key of "\/"-separated names without "\.", "\.\."/,
       run: () => viaFlow(build({ buildId: 'escaping-key' }), (extract) => (extract.data.shardKey = '../../escape.cfshard')),
     },
-    // HTTP API cases (400 and 413) belong here, with layer 'http', a `status` and `viaHttp` below.
-    // `cachefleet submit` sends requests that pass its option parser to the API, so the checks
-    // the submit functions make (the coordinator cases above) reach CLI users through the API.
+    // Requests to the HTTP API. `cachefleet submit` sends requests that pass its option parser
+    // to the API, so the checks the submit functions make (the coordinator cases above) reach
+    // CLI users through the API as well; the cases below are the API's own.
+    {
+      name: 'request body over the size limit',
+      layer: 'http',
+      status: 413,
+      code: 'REQUEST_TOO_LARGE',
+      value: `limit of ${API_BODY_LIMIT} bytes`,
+      fix: /Send a smaller request, or start the server with a larger --body-limit/,
+      run: () => viaHttp('cache-builds', JSON.stringify({ ...withoutStorage(build()), keyLayers: Array.from({ length: 3000 }, (_, index) => index) })),
+    },
+    {
+      name: 'request body that is not JSON',
+      layer: 'http',
+      code: 'INVALID_ARGUMENT',
+      value: 'The request body is not valid JSON',
+      fix: /Send a JSON object/,
+      run: () => viaHttp('cache-builds', '{"dataDir": '),
+    },
+    {
+      name: 'unknown field in a build request sent to the API',
+      layer: 'http',
+      code: 'INVALID_ARGUMENT',
+      value: 'Unrecognized key: "modelFile"',
+      fix: /Correct these fields and send the request again/,
+      run: () => viaHttp('cache-builds', JSON.stringify(withoutStorage(build({ modelFile: resnet20Path })))),
+    },
+    {
+      name: 'unknown field in an evaluation request sent to the API',
+      layer: 'http',
+      code: 'INVALID_ARGUMENT',
+      value: 'Unrecognized key: "thetaa"',
+      fix: /Correct these fields and send the request again/,
+      run: () => viaHttp('evaluations', JSON.stringify(withoutStorage(evaluation({ thetaa: 50 })))),
+    },
+    {
+      name: 'storage of another server in a request sent to the API',
+      layer: 'http',
+      code: 'INVALID_ARGUMENT',
+      value: 'body.storageUrl "file:///tmp/elsewhere"',
+      fix: /differs from this server's storage/,
+      run: () => viaHttp('cache-builds', JSON.stringify({ ...withoutStorage(build()), storageUrl: 'file:///tmp/elsewhere' })),
+    },
+    {
+      name: 'model path with ../ sent to the API',
+      layer: 'http',
+      code: 'INVALID_ARGUMENT',
+      value: '<fixtures>/../outside/model.h5',
+      fix: /Move the file under one of them, or add its folder to CACHEFLEET_FILE_ROOTS/,
+      run: () => viaHttp('cache-builds', JSON.stringify(withoutStorage(build({ modelPath: `${fixtures}/../outside/model.h5` })))),
+    },
   ];
 
   for (const testCase of cases) {
@@ -528,14 +605,6 @@ describe('bad input', () => {
   }
 });
 
-/**
- * Reads an HTTP API error response into an outcome of the table. The API returns errors as
- * `{ "error": { "code", "message" } }`, with status 400 or 413 for a bad request.
- */
-async function viaHttp(response: Response): Promise<Outcome> {
-  const body = (await response.json()) as { error?: { code?: string; message?: string } };
-  return { layer: 'http', status: response.status, code: body.error?.code ?? '(no code)', message: body.error?.message ?? '(no message)' };
-}
 
 function coordinatorOutcome(error: unknown): Outcome {
   if (!isCachefleetError(error)) throw error;
@@ -555,7 +624,8 @@ async function workerOutcome(wait: () => Promise<unknown>): Promise<Outcome> {
   throw new Error('The run completed, but the case expects a rejection.');
 }
 
-function withoutStorage(request: CacheBuildRequest): Omit<CacheBuildRequest, 'storageUrl'> {
+/** Returns a request without its storage, as sent to the API (which adds its own) or nested in an evaluation. */
+function withoutStorage<Request extends { storageUrl?: string }>(request: Request): Omit<Request, 'storageUrl'> {
   const { storageUrl: _storageUrl, ...rest } = request;
   return rest;
 }
