@@ -468,6 +468,14 @@ describe('bad input', () => {
     },
     // Unknown fields.
     { name: 'unknown field in a build request', layer: 'coordinator', code: 'INVALID_ARGUMENT', value: 'Unrecognized key: "modelFile"', fix: /Remove it, or check its spelling/, run: () => viaBuild(build({ modelFile: resnet20Path })) },
+    {
+      name: 'unknown field in a record range',
+      layer: 'coordinator',
+      code: 'INVALID_ARGUMENT',
+      value: 'Unrecognized key: "stop"',
+      fix: /Remove it, or check its spelling/,
+      run: () => viaBuild(build({ recordRange: { start: 0, end: 40, stop: 20 } as CacheBuildRequest['recordRange'] })),
+    },
     { name: 'unknown field in an evaluation request', layer: 'coordinator', code: 'INVALID_ARGUMENT', value: 'Unrecognized key: "thetaa"', fix: /Remove it, or check its spelling/, run: () => viaEvaluation(evaluation({ thetaa: 50 })) },
     // Paths and object keys outside their roots.
     {

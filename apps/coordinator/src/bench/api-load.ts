@@ -14,7 +14,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -41,10 +41,20 @@ interface LoadOptions {
 }
 
 const cliPath = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli.js');
+const DATA_DIR = path.join('data', 'cifar-10-batches-bin');
+const MODEL_FILE = path.join('models', 'keras-cifar10', 'cifar10_ResNet32v1_model.150.h5');
+/** Maximum of extra builds, because each takes 500 of the 10,000 CIFAR-10 test records. */
+const MAX_BUILDS = 20;
 
 function positiveInteger(value: string): number {
   const number = Number(value);
   if (!Number.isInteger(number) || number < 1) throw new InvalidArgumentError(`"${value}" is not a positive integer.`);
+  return number;
+}
+
+function buildCount(value: string): number {
+  const number = nonNegativeInteger(value);
+  if (number > MAX_BUILDS) throw new InvalidArgumentError(`${value} is more than ${MAX_BUILDS}, the builds that fit in the CIFAR-10 test split at 500 records each.`);
   return number;
 }
 
@@ -55,17 +65,28 @@ function nonNegativeInteger(value: string): number {
 }
 
 /**
- * Starts `cachefleet serve` on a free loopback port and waits for the log line that carries
- * its URL.
+ * Waits for the log line of `cachefleet serve` that carries its URL. Lines that are not JSON
+ * (such as a configuration error printed before the logger exists) and error lines are copied
+ * to this process's stderr.
  */
-async function startServer(args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [cliPath, 'serve', ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+async function waitForListening(child: ChildProcess): Promise<string> {
   const lines = createInterface({ input: child.stderr! });
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('The coordinator did not log "coordinator API listening" within 60 s. Run `cachefleet serve` by hand to see why.')), 60_000);
-    child.once('exit', (code) => reject(new Error(`The coordinator exited with code ${String(code)} before it listened. Run \`cachefleet serve\` by hand to see why.`)));
+  return new Promise<string>((resolve, reject) => {
+    const fail = (error: Error) => {
+      clearTimeout(timer);
+      reject(error);
+    };
+    const timer = setTimeout(() => fail(new Error('The coordinator did not log "coordinator API listening" within 60 s. Run `cachefleet serve` by hand to see why.')), 60_000);
+    child.once('exit', (code) => fail(new Error(`The coordinator exited with code ${String(code)} before it listened; its output is above.`)));
+
     lines.on('line', (line) => {
-      const entry = JSON.parse(line) as { msg?: string; url?: string; level?: number };
+      let entry: { msg?: string; url?: string; level?: number };
+      try {
+        entry = JSON.parse(line) as typeof entry;
+      } catch {
+        process.stderr.write(`coordinator: ${line}\n`);
+        return;
+      }
       if (entry.level !== undefined && entry.level >= 50) process.stderr.write(`coordinator: ${line}\n`);
       if (entry.msg === 'coordinator API listening' && entry.url !== undefined) {
         clearTimeout(timer);
@@ -73,7 +94,36 @@ async function startServer(args: string[], env: NodeJS.ProcessEnv): Promise<{ ch
       }
     });
   });
-  return { child, url };
+}
+
+/** Raises an error naming the Redis URL unless a Redis there replies to PING within 5 s. */
+async function checkRedis(redisUrl: string): Promise<void> {
+  const redis = new Redis(redisUrl, { lazyConnect: true, connectTimeout: 5_000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  // ioredis rejects with "Connection is closed", so the socket's own error gives the reason.
+  let socketError: Error | undefined;
+  redis.on('error', (error: Error) => (socketError = error));
+  try {
+    await redis.connect();
+    await redis.ping();
+  } catch (error) {
+    const reason = socketError?.message ?? (error instanceof Error ? error.message : String(error));
+    throw new Error(`Redis at ${redisUrl} did not respond (${reason}). Start Redis, or pass --redis (env REDIS_URL) with the URL of one.`);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Raises an error naming `--shared` unless the CIFAR-10 data and the ResNet32 model are in it. */
+async function checkShared(shared: string): Promise<void> {
+  // The server takes the folder as CACHEFLEET_FILE_ROOTS, a comma-separated list.
+  if (shared.includes(',')) throw new Error(`--shared ${shared} contains a comma, which separates the folders of CACHEFLEET_FILE_ROOTS. Pass a path without commas, such as a symbolic link to it.`);
+  for (const required of [path.join(shared, DATA_DIR), path.join(shared, MODEL_FILE)]) {
+    try {
+      await access(required);
+    } catch {
+      throw new Error(`${required} is missing. Pass --shared (env CACHEFLEET_SHARED) with the folder that holds ${DATA_DIR} and ${MODEL_FILE}.`);
+    }
+  }
 }
 
 /** Submits a run through the API and returns its id. */
@@ -91,8 +141,8 @@ async function submitRun(url: string, token: string, kind: 'cache-builds' | 'eva
  * builds of 10 shards each.
  */
 async function submitRuns(url: string, token: string, options: LoadOptions): Promise<string[]> {
-  const dataDir = path.join(options.shared, 'data', 'cifar-10-batches-bin');
-  const modelPath = path.join(options.shared, 'models', 'keras-cifar10', 'cifar10_ResNet32v1_model.150.h5');
+  const dataDir = path.join(options.shared, DATA_DIR);
+  const modelPath = path.join(options.shared, MODEL_FILE);
   const build = (split: 'train' | 'test', start: number, end: number, includeMirrors: boolean) => ({ dataDir, split, recordRange: { start, end }, shardRecords: 5000, modelPath, keyLayers: [82, 92, 103], includeMirrors });
 
   const trainCache = build('train', 0, 45_000, true);
@@ -137,7 +187,8 @@ async function countStates(url: string, token: string, runIds: string[]): Promis
  * cancellation marks) with SCAN. Other prefixes of the Redis are never touched.
  */
 async function removePrefix(redisUrl: string, prefix: string): Promise<void> {
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
+  const redis = new Redis(redisUrl, { connectTimeout: 5_000, maxRetriesPerRequest: 3 });
+  redis.on('error', () => undefined);
   try {
     for (const name of FLEET_QUEUE_NAMES) {
       const queue = new Queue(name, { connection: redis, prefix });
@@ -158,7 +209,7 @@ async function main(): Promise<void> {
     .option('--rate <n>', 'requests per second over all connections', positiveInteger, 200)
     .option('--duration <s>', 'seconds of load', positiveInteger, 30)
     .option('--connections <n>', 'concurrent HTTP connections', positiveInteger, 10)
-    .option('--builds <n>', 'cache-build runs besides the paper-protocol evaluation', nonNegativeInteger, 8)
+    .option('--builds <n>', `cache-build runs besides the evaluation (0 to ${MAX_BUILDS})`, buildCount, 8)
     .option('--workers <n>', 'worker processes that run the jobs during the load (0: runs stay queued)', nonNegativeInteger, 0)
     .option('--redis <url>', 'Redis of the fleet; the benchmark uses a prefix of its own and removes it (env REDIS_URL)', process.env.REDIS_URL ?? 'redis://127.0.0.1:6379')
     .option('--shared <dir>', 'folder with data/cifar-10-batches-bin and models/keras-cifar10 (env CACHEFLEET_SHARED)', process.env.CACHEFLEET_SHARED ?? '../shared')
@@ -166,31 +217,60 @@ async function main(): Promise<void> {
   const options = program.parse().opts<LoadOptions>();
   options.shared = path.resolve(options.shared);
 
+  await checkShared(options.shared);
+  await checkRedis(options.redis);
+
   const tmpDir = await mkdtemp(path.join(os.tmpdir(), 'cachefleet-api-load-'));
   const prefix = `cachefleet-bench-api-${randomBytes(4).toString('hex')}`;
   const token = randomBytes(24).toString('base64url');
   const storage = path.join(tmpDir, 'objects');
   const env = { ...process.env, REDIS_URL: options.redis, CACHEFLEET_QUEUE_PREFIX: prefix, CACHEFLEET_STORAGE_URL: storage, CACHEFLEET_LOG_LEVEL: 'info' };
-  let server: { child: ChildProcess; url: string } | undefined;
+  const serverArgs = ['serve', '--port', '0', '--redis', options.redis, '--prefix', prefix, '--storage', storage, '--store', path.join(tmpDir, 'store'), '--file-roots', options.shared];
+  const server = spawn(process.execPath, [cliPath, ...serverArgs], { env: { ...env, CACHEFLEET_API_TOKEN: token }, stdio: ['ignore', 'ignore', 'pipe'] });
   let workers: LocalWorkers | undefined;
 
+  // Stops the processes and removes the queues and the folder, once, on any way out.
+  let cleaning: Promise<void> | undefined;
+  const cleanUp = () =>
+    (cleaning ??= (async () => {
+      await workers?.stop(30_000);
+      if (server.exitCode === null && server.signalCode === null) {
+        const exited = once(server, 'exit');
+        server.kill('SIGTERM');
+        await exited;
+      }
+      try {
+        await removePrefix(options.redis, prefix);
+      } catch (error) {
+        process.stderr.write(`api-load: the keys under ${prefix}: could not be removed (${error instanceof Error ? error.message : String(error)}). Delete them with redis-cli --scan --pattern '${prefix}:*'.\n`);
+      } finally {
+        await rm(tmpDir, { recursive: true, force: true });
+      }
+    })());
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`api-load: ${signal} received, removing the benchmark's processes, queues and files\n`);
+      void cleanUp().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+    });
+  }
+
   try {
-    server = await startServer(['--port', '0', '--redis', options.redis, '--prefix', prefix, '--storage', storage, '--store', path.join(tmpDir, 'store'), '--file-roots', options.shared], { ...env, CACHEFLEET_API_TOKEN: token });
-    const runIds = await submitRuns(server.url, token, options);
+    const url = await waitForListening(server);
+    const runIds = await submitRuns(url, token, options);
     if (options.workers > 0) workers = startLocalWorkers({ count: options.workers, env, stderr: 'ignore' });
-    const rssBefore = await residentBytes(server.child.pid);
+    const rssBefore = await residentBytes(server.pid);
 
     let next = 0;
     const result = await autocannon({
-      url: server.url,
+      url,
       connections: options.connections,
       overallRate: options.rate,
       duration: options.duration,
       headers: { authorization: `Bearer ${token}` },
       requests: [{ method: 'GET', setupRequest: (request) => ({ ...request, path: `/api/v1/runs/${runIds[next++ % runIds.length]}` }) }],
     });
-    const rssAfter = await residentBytes(server.child.pid);
-    const states = await countStates(server.url, token, runIds);
+    const rssAfter = await residentBytes(server.pid);
+    const states = await countStates(url, token, runIds);
 
     const summary = {
       prefix,
@@ -222,13 +302,7 @@ async function main(): Promise<void> {
     }
     if (summary.errors > 0 || summary.timeouts > 0 || summary.non2xx > 0) process.exitCode = 1;
   } finally {
-    await workers?.stop(30_000);
-    if (server !== undefined && server.child.exitCode === null) {
-      server.child.kill('SIGTERM');
-      await once(server.child, 'exit');
-    }
-    await removePrefix(options.redis, prefix);
-    await rm(tmpDir, { recursive: true, force: true });
+    await cleanUp();
   }
 }
 

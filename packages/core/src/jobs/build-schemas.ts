@@ -6,8 +6,9 @@ import { fleetIdSchema } from './names.js';
 
 const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 lowercase hex digits');
 
+// Strict like the requests that contain it, so that a misspelt bound such as `stop` is rejected.
 export const recordRangeSchema = z
-  .object({ start: z.number().int().nonnegative(), end: z.number().int().positive() })
+  .strictObject({ start: z.number().int().nonnegative(), end: z.number().int().positive() })
   .refine((range) => range.start < range.end, { message: 'start must be less than end (the range is half-open)' });
 
 const datasetNameSchema = z.enum(DATASET_NAMES as [DatasetName, ...DatasetName[]]);

@@ -111,8 +111,13 @@ export class RunService {
     });
   }
 
-  /** Returns a run, refreshed from Redis unless it is final. Raises RUN_NOT_FOUND. */
+  /** Returns a run, refreshed from Redis unless it is final or was observed within `statusMaxAgeMs`. Raises RUN_NOT_FOUND. */
   async get(runId: string): Promise<RunRecord> {
+    return this.read(runId, this.options.statusMaxAgeMs ?? 250);
+  }
+
+  /** Returns a run, refreshed from Redis unless final or observed less than `maxAgeMs` ago. */
+  private async read(runId: string, maxAgeMs: number): Promise<RunRecord> {
     const record = this.live.get(runId) ?? (await this.runs.get(runId));
     if (record === undefined) {
       throw new CachefleetError('RUN_NOT_FOUND', `Run ${runId} does not exist. List the runs with GET /api/v1/runs (or \`cachefleet runs\`).`, { runId });
@@ -120,7 +125,7 @@ export class RunService {
     if (isFinalState(record.state)) return record;
 
     const observed = this.observedAt.get(runId);
-    if (observed !== undefined && Date.now() - observed < (this.options.statusMaxAgeMs ?? 250)) return record;
+    if (observed !== undefined && Date.now() - observed < maxAgeMs) return record;
     return this.refresh(record);
   }
 
@@ -138,7 +143,8 @@ export class RunService {
    * active jobs to stop at their next batch. Raises RUN_STATE_CONFLICT for a finished run.
    */
   async cancel(runId: string): Promise<RunRecord> {
-    const record = await this.get(runId);
+    // A fresh observation, so that a run that has just finished is not marked cancelled.
+    const record = await this.read(runId, 0);
     if (isFinalState(record.state)) {
       throw new CachefleetError('RUN_STATE_CONFLICT', `Run ${runId} is already ${record.state}, so there is nothing to cancel.`, { runId, state: record.state });
     }
