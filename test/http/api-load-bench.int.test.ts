@@ -1,5 +1,3 @@
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -7,7 +5,7 @@ import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 
 import { requireSharedData, sharedDir } from '../support/shared.js';
-import { SHARED_REDIS_URL } from './coordinator-harness.js';
+import { runNode, SHARED_REDIS_URL } from './coordinator-harness.js';
 
 const benchPath = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../apps/coordinator/dist/bench/api-load.js');
 
@@ -27,12 +25,7 @@ interface BenchSummary {
 describe('API load benchmark', () => {
   it('reads live runs and removes its prefix', async () => {
     requireSharedData();
-    const child = spawn(process.execPath, [benchPath, '--rate', '20', '--duration', '3', '--builds', '1', '--json', '--redis', SHARED_REDIS_URL, '--shared', sharedDir], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-    const [code] = (await once(child, 'close')) as [number | null];
+    const { code, stdout, stderr } = await runNode(benchPath, ['--rate', '20', '--duration', '3', '--builds', '1', '--json', '--redis', SHARED_REDIS_URL, '--shared', sharedDir]);
 
     expect(stderr).toBe('');
     expect(code).toBe(0);

@@ -11,11 +11,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FLEET_QUEUE_NAMES, openObjectStore, type ObjectStore } from '@cachefleet/core';
 
 import { FleetClient } from '../../apps/coordinator/src/fleet/fleet-client.js';
+import { removePrefix } from '../../apps/coordinator/src/fleet/remove-prefix.js';
 import type { ServerSettings } from '../../apps/coordinator/src/http/server-config.js';
 import { buildCoordinatorApp } from '../../apps/coordinator/src/http/server.js';
 import { startS3TestServer, type S3TestServer } from '../support/s3-server.js';
 import { cifar10Dir, requireSharedData, resnet20Path, sharedDir } from '../support/shared.js';
-import { randomToken, removePrefix, SHARED_REDIS_URL } from './coordinator-harness.js';
+import { randomToken, SHARED_REDIS_URL } from './coordinator-harness.js';
 
 const TOKEN = randomToken();
 const WRONG_TOKEN = randomToken();

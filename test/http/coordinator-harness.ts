@@ -8,12 +8,10 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
-
-import { FLEET_QUEUE_NAMES, openObjectStore, type ObjectStore } from '@cachefleet/core';
+import { openObjectStore, type ObjectStore } from '@cachefleet/core';
 
 import { startLocalWorkers, type LocalWorkers } from '../../apps/coordinator/src/fleet/local-workers.js';
+import { removePrefix } from '../../apps/coordinator/src/fleet/remove-prefix.js';
 import { startS3TestServer, type S3TestServer } from '../support/s3-server.js';
 
 const repositoryRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -194,8 +192,13 @@ async function startCoordinatorProcess(args: string[], env: NodeJS.ProcessEnv, l
 
 /** Runs the built CLI and collects its output; never throws on a non-zero exit code. */
 export async function runCli(args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
+  return runNode(CLI_PATH, args, env);
+}
+
+/** Runs a Node.js script to its end and collects its output. */
+export async function runNode(script: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
   const started = performance.now();
-  const child = spawn(process.execPath, [CLI_PATH, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
@@ -204,22 +207,3 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv): Promise<Cl
   return { code, stdout, stderr, durationMs: Math.round(performance.now() - started) };
 }
 
-/**
- * Obliterates the fleet's queues and deletes what else is left under its prefix (cancellation
- * marks, locks), with SCAN on the unique prefix: the shared Redis is never flushed.
- */
-export async function removePrefix(redisUrl: string, prefix: string): Promise<void> {
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
-  try {
-    for (const name of FLEET_QUEUE_NAMES) {
-      const queue = new Queue(name, { connection: redis, prefix });
-      await queue.obliterate({ force: true }).catch(() => undefined);
-      await queue.close();
-    }
-    for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 1000 })) {
-      if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
-    }
-  } finally {
-    await redis.quit().catch(() => redis.disconnect());
-  }
-}

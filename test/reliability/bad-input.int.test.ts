@@ -520,8 +520,8 @@ describe('bad input', () => {
       run: () => viaFlow(build({ buildId: 'escaping-key' }), (extract) => (extract.data.shardKey = '../../escape.cfshard')),
     },
     // Requests to the HTTP API. `cachefleet submit` sends requests that pass its option parser
-    // to the API, so the checks the submit functions make (the coordinator cases above) reach
-    // CLI users through the API as well; the cases below are the API's own.
+    // to the API, so the coordinator cases above reach CLI users through the API as well. The
+    // cases below are the API's own.
     {
       name: 'request body over the size limit',
       layer: 'http',
@@ -612,7 +612,6 @@ describe('bad input', () => {
     return { files, jobs };
   }
 });
-
 
 function coordinatorOutcome(error: unknown): Outcome {
   if (!isCachefleetError(error)) throw error;

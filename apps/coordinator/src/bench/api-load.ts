@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 /**
- * Load benchmark of the coordinator API: `cachefleet serve` in its own process, live runs
- * shaped like the CIFAR-10 protocol of Orhan (2018) submitted through the API, then a fixed rate
- * of run-status reads (`GET /api/v1/runs/RUN`, spread over the runs) from autocannon on
- * loopback. It prints the latency percentiles, the achieved rate, errors and non-2xx responses,
- * and the server's memory.
+ * Load benchmark of the coordinator API. It starts `cachefleet serve` in its own process and
+ * submits live runs shaped like the CIFAR-10 protocol of Orhan (2018) through the API. Then
+ * autocannon sends run-status reads (`GET /api/v1/runs/RUN`, spread over the runs) at a fixed
+ * rate on loopback. It prints the latency percentiles, the achieved rate, errors and non-2xx
+ * responses, and the server's memory.
  *
  * Status reads of a live run are the expensive ones: each reads the run's jobs from Redis,
  * while reads of a finished run come from memory. Without workers every run stays queued, so
@@ -21,13 +21,12 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 import autocannon from 'autocannon';
-import { Queue } from 'bullmq';
 import { Command, InvalidArgumentError } from 'commander';
 import { Redis } from 'ioredis';
 
-import { FLEET_QUEUE_NAMES } from '@cachefleet/core';
-
+import { parseCount, parsePositiveInteger } from '../cli/parse-options.js';
 import { startLocalWorkers, type LocalWorkers } from '../fleet/local-workers.js';
+import { removePrefix } from '../fleet/remove-prefix.js';
 
 interface LoadOptions {
   rate: number;
@@ -46,22 +45,10 @@ const MODEL_FILE = path.join('models', 'keras-cifar10', 'cifar10_ResNet32v1_mode
 /** Maximum of extra builds, because each takes 500 of the 10,000 CIFAR-10 test records. */
 const MAX_BUILDS = 20;
 
-function positiveInteger(value: string): number {
-  const number = Number(value);
-  if (!Number.isInteger(number) || number < 1) throw new InvalidArgumentError(`"${value}" is not a positive integer.`);
-  return number;
-}
-
-function buildCount(value: string): number {
-  const number = nonNegativeInteger(value);
-  if (number > MAX_BUILDS) throw new InvalidArgumentError(`${value} is more than ${MAX_BUILDS}, the builds that fit in the CIFAR-10 test split at 500 records each.`);
-  return number;
-}
-
-function nonNegativeInteger(value: string): number {
-  const number = Number(value);
-  if (!Number.isInteger(number) || number < 0) throw new InvalidArgumentError(`"${value}" is not an integer of 0 or more.`);
-  return number;
+function parseBuildCount(value: string): number {
+  const count = parseCount(value);
+  if (count > MAX_BUILDS) throw new InvalidArgumentError(`${value} is more than ${MAX_BUILDS}, the builds that fit in the CIFAR-10 test split at 500 records each.`);
+  return count;
 }
 
 /**
@@ -182,35 +169,14 @@ async function countStates(url: string, token: string, runIds: string[]): Promis
   return counts;
 }
 
-/**
- * Obliterates the benchmark's queues, then deletes any other key under its prefix (locks,
- * cancellation marks) with SCAN. Other prefixes of the Redis are never touched.
- */
-async function removePrefix(redisUrl: string, prefix: string): Promise<void> {
-  const redis = new Redis(redisUrl, { connectTimeout: 5_000, maxRetriesPerRequest: 3 });
-  redis.on('error', () => undefined);
-  try {
-    for (const name of FLEET_QUEUE_NAMES) {
-      const queue = new Queue(name, { connection: redis, prefix });
-      await queue.obliterate({ force: true });
-      await queue.close();
-    }
-    for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 1000 })) {
-      if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
-    }
-  } finally {
-    redis.disconnect();
-  }
-}
-
 async function main(): Promise<void> {
   const program = new Command('api-load')
     .description('Load benchmark of the coordinator API: run-status reads at a fixed rate against live runs.')
-    .option('--rate <n>', 'requests per second over all connections', positiveInteger, 200)
-    .option('--duration <s>', 'seconds of load', positiveInteger, 30)
-    .option('--connections <n>', 'concurrent HTTP connections', positiveInteger, 10)
-    .option('--builds <n>', `cache-build runs besides the evaluation (0 to ${MAX_BUILDS})`, buildCount, 8)
-    .option('--workers <n>', 'worker processes that run the jobs during the load (0: runs stay queued)', nonNegativeInteger, 0)
+    .option('--rate <n>', 'requests per second over all connections', parsePositiveInteger, 200)
+    .option('--duration <s>', 'seconds of load', parsePositiveInteger, 30)
+    .option('--connections <n>', 'concurrent HTTP connections', parsePositiveInteger, 10)
+    .option('--builds <n>', `cache-build runs besides the evaluation (0 to ${MAX_BUILDS})`, parseBuildCount, 8)
+    .option('--workers <n>', 'worker processes that run the jobs during the load (0: runs stay queued)', parseCount, 0)
     .option('--redis <url>', 'Redis of the fleet; the benchmark uses a prefix of its own and removes it (env REDIS_URL)', process.env.REDIS_URL ?? 'redis://127.0.0.1:6379')
     .option('--shared <dir>', 'folder with data/cifar-10-batches-bin and models/keras-cifar10 (env CACHEFLEET_SHARED)', process.env.CACHEFLEET_SHARED ?? '../shared')
     .option('--json', 'print the result as JSON', false);

@@ -10,7 +10,7 @@ import { FleetClient } from '../fleet/fleet-client.js';
 import { runFleetPaper } from '../fleet/paper.js';
 import { FleetRunFailedError } from '../fleet/wait-for-job.js';
 import { defaultStoreDir } from './evaluate-command.js';
-import { parseGrid, parseKeyLayers, parseNumber, parsePositiveInteger, parseStatisticsSplits } from './parse-options.js';
+import { parseCount, parseGrid, parseKeyLayers, parseNumber, parsePositiveInteger, parseStatisticsSplits } from './parse-options.js';
 import { formatResultTable } from './result-table.js';
 
 interface ConnectionFlags {
@@ -115,7 +115,7 @@ function paperCommand(): Command {
     .addOption(new Option('--dataset <name>', 'dataset format').choices(['cifar10', 'cifar100']).default('cifar10'))
     .requiredOption('--model <file>', 'Keras 2.x .h5 file or TensorFlow.js model.json, readable by every worker')
     .requiredOption('--key-layers <list>', 'key layers: names or 0-based Keras layer indices (ResNet32: 82,92,103)', parseKeyLayers)
-    .option('--workers <n>', 'worker processes to start on this machine for the run (0: use workers already running)', (value) => (value === '0' ? 0 : parsePositiveInteger(value)), 0)
+    .option('--workers <n>', 'worker processes to start on this machine for the run (0: use workers already running)', parseCount, 0)
     .option('--storage <url>', 'object storage for shards, partials and the report (env CACHEFLEET_STORAGE_URL)', defaultStorageUrl())
     .option('--store <dir>', 'folder of the local statistics cache (env CACHEFLEET_STORE)', defaultStoreDir())
     .option('--limit <n>', 'use only the first N records of each split, as `cachefleet evaluate --limit`', parsePositiveInteger)

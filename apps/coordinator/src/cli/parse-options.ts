@@ -19,6 +19,11 @@ export function parsePositiveInteger(value: string): number {
   return parsed;
 }
 
+/** Parses a count option that may be 0, such as a number of worker processes to start. */
+export function parseCount(value: string): number {
+  return value === '0' ? 0 : parsePositiveInteger(value);
+}
+
 /**
  * Parses a grid given as `START:STOP:COUNT` (evenly spaced, both ends included, like
  * numpy.linspace) or as a comma-separated list of values.
