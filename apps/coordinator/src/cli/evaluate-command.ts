@@ -1,4 +1,3 @@
-import { mkdir, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -9,6 +8,7 @@ import { createLogger, runLocalEvaluation } from '@cachefleet/core';
 import { parseGrid, parseKeyLayers, parseNumber, parsePositiveInteger } from './parse-options.js';
 import { createProgressBars } from './progress-bars.js';
 import { formatResultTable } from './result-table.js';
+import { writeFileAtomically } from './write-file-atomically.js';
 
 export function defaultStoreDir(): string {
   const cacheHome = process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache');
@@ -37,13 +37,6 @@ interface EvaluateFlags {
   report?: string;
   json: boolean;
   progress: boolean;
-}
-
-async function writeReport(reportPath: string, text: string): Promise<void> {
-  await mkdir(path.dirname(path.resolve(reportPath)), { recursive: true });
-  const temporaryPath = `${reportPath}.partial-${process.pid}`;
-  await writeFile(temporaryPath, text);
-  await rename(temporaryPath, reportPath);
 }
 
 export function evaluateCommand(): Command {
@@ -110,7 +103,7 @@ export function evaluateCommand(): Command {
 
       const text = JSON.stringify(report, null, 2);
       if (flags.report !== undefined) {
-        await writeReport(flags.report, text);
+        await writeFileAtomically(flags.report, text);
         logger.info({ report: path.resolve(flags.report) }, 'report written');
       }
       process.stdout.write(flags.json ? `${text}\n` : `${formatResultTable(report)}\n`);

@@ -1,4 +1,3 @@
-import { mkdir, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -12,18 +11,11 @@ import { FleetRunFailedError } from '../fleet/wait-for-job.js';
 import { defaultStoreDir } from './evaluate-command.js';
 import { parseCount, parseGrid, parseKeyLayers, parseNumber, parsePositiveInteger, parseStatisticsSplits } from './parse-options.js';
 import { formatResultTable } from './result-table.js';
+import { writeFileAtomically } from './write-file-atomically.js';
 
 interface ConnectionFlags {
   redis: string;
   prefix: string;
-}
-
-/** Writes a file through a temporary name, so a reader never sees half a report. */
-export async function writeReport(reportPath: string, text: string): Promise<void> {
-  await mkdir(path.dirname(path.resolve(reportPath)), { recursive: true });
-  const temporaryPath = `${reportPath}.partial-${process.pid}`;
-  await writeFile(temporaryPath, text);
-  await rename(temporaryPath, reportPath);
 }
 
 /** Storage of the fleet when --storage is not given: CACHEFLEET_STORAGE_URL, else a folder in the user's cache. */
@@ -163,7 +155,7 @@ function paperCommand(): Command {
     );
 
     const text = JSON.stringify(report, null, 2);
-    if (flags.report !== undefined) await writeReport(flags.report, text);
+    if (flags.report !== undefined) await writeFileAtomically(flags.report, text);
     process.stdout.write(flags.json ? `${text}\n` : `${formatResultTable(report)}\n`);
   }));
 }

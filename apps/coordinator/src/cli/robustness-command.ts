@@ -10,7 +10,8 @@ import { defaultStoreDir } from './evaluate-command.js';
 import { parseKeyLayers, parseNumber, parsePositiveInteger } from './parse-options.js';
 import { createProgressBars } from './progress-bars.js';
 import { submitRobustnessToFleet, type FleetRobustnessFlags } from './robustness-fleet.js';
-import { formatRobustnessTables, renderRobustnessSvg, writeFileAtomically } from './robustness-output.js';
+import { formatRobustnessTables, renderRobustnessSvg } from './robustness-output.js';
+import { writeFileAtomically } from './write-file-atomically.js';
 
 export interface RobustnessFlags extends Omit<FleetRobustnessFlags, 'data' | 'model' | 'keyLayers'> {
   data?: string;

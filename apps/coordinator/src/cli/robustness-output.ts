@@ -1,6 +1,3 @@
-import { mkdir, rename, writeFile } from 'node:fs/promises';
-import path from 'node:path';
-
 import Table from 'cli-table3';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
@@ -19,14 +16,6 @@ export async function renderRobustnessSvg(report: RobustnessReport): Promise<str
   } finally {
     view.finalize();
   }
-}
-
-/** Writes a file through a temporary name, so a reader never sees half of it. */
-export async function writeFileAtomically(filePath: string, text: string): Promise<void> {
-  await mkdir(path.dirname(path.resolve(filePath)), { recursive: true });
-  const temporaryPath = `${filePath}.partial-${process.pid}`;
-  await writeFile(temporaryPath, text);
-  await rename(temporaryPath, filePath);
 }
 
 function percent(value: number | null): string {

@@ -7,7 +7,7 @@ import { CachefleetError, reportSchema, type EvaluationReport } from '@cacheflee
 import type { RunResponse } from '../http/runs/api-schemas.js';
 import { RUN_KINDS, RUN_STATES, type RunKind, type RunState } from '../http/runs/run-record.js';
 import { addApiOptions, apiClientOf, type ApiFlags } from './api-options.js';
-import { writeReport } from './fleet-command.js';
+import { writeFileAtomically } from './write-file-atomically.js';
 import { parsePositiveInteger } from './parse-options.js';
 import { formatResultTable } from './result-table.js';
 import { formatRun, watchRun } from './run-progress.js';
@@ -54,7 +54,7 @@ function reportCommand(): Command {
   return addApiOptions(command).action(async (runId: string, flags: ReportFlags) => {
     const report = await apiClientOf(flags).getReport(runId);
     const text = JSON.stringify(report, null, 2);
-    if (flags.output !== undefined) await writeReport(flags.output, text);
+    if (flags.output !== undefined) await writeFileAtomically(flags.output, text);
     if (flags.json) {
       process.stdout.write(`${text}\n`);
       return;

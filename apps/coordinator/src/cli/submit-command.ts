@@ -10,7 +10,7 @@ import { CachefleetError, DEFAULT_QUERY_BLOCK_SIZE, DEFAULT_QUERY_SLICE_SIZE } f
 import type { SubmitResponse } from '../http/client/api-client.js';
 import { cacheBuildSubmissionSchema, evaluationSubmissionSchema, type CacheBuildSubmission, type EvaluationSubmission } from '../http/runs/api-schemas.js';
 import { addApiOptions, apiClientOf, type ApiFlags } from './api-options.js';
-import { writeReport } from './fleet-command.js';
+import { writeFileAtomically } from './write-file-atomically.js';
 import { parseGrid, parseKeyLayers, parseList, parseNumber, parsePositiveInteger, parseRange, parseStatisticsSplits } from './parse-options.js';
 import { formatRun, watchRun } from './run-progress.js';
 
@@ -239,7 +239,7 @@ function evaluateSubmitCommand(): Command {
     }
 
     const client = apiClientOf(flags);
-    const writeReportFile = flags.report === undefined ? undefined : async (runId: string) => writeReport(flags.report!, JSON.stringify(await client.getReport(runId), null, 2));
+    const writeReportFile = flags.report === undefined ? undefined : async (runId: string) => writeFileAtomically(flags.report!, JSON.stringify(await client.getReport(runId), null, 2));
     await reportSubmission(flags, await client.submitEvaluation(request), writeReportFile);
   });
 }
